@@ -1,0 +1,125 @@
+"""The small, plain data that crosses Temporal: run input, stage tasks, results and state.
+
+Only dataclasses of JSON values live here, so the workflow sandbox can import this module and
+Temporal's default JSON converter can carry every type. Big data never goes here: artifacts
+travel as refs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "RETRYABLE_FAILURE",
+    "TERMINAL",
+    "RetryPlan",
+    "RunInput",
+    "RunState",
+    "StagePlan",
+    "StageResult",
+    "StageState",
+    "StageTask",
+]
+
+# Stage statuses. Terminal ones never change again within one execution.
+PENDING = "pending"
+WAITING_APPROVAL = "waiting_approval"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+UPSTREAM_FAILED = "upstream_failed"
+CANCELLED = "cancelled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, CANCELLED})
+RETRYABLE_FAILURE = frozenset({FAILED, UPSTREAM_FAILED, CANCELLED})
+
+
+@dataclass
+class RetryPlan:
+    max_attempts: int
+    initial_interval_s: float
+    backoff: float
+    max_interval_s: float | None
+    non_retryable: list[str]
+
+
+@dataclass
+class StagePlan:
+    """One stage as the workflow needs it: templates unrendered, the queue already routed."""
+
+    name: str
+    uses: str
+    task_queue: str
+    needs: list[str]
+    params: dict[str, Any]
+    retry: RetryPlan
+    timeout_s: float
+    heartbeat_timeout_s: float
+    matrix: dict[str, Any] | None = None
+    max_parallel: int | None = None
+    gate: str | None = None
+
+
+@dataclass
+class StageState:
+    """What is known of a stage; the ``state`` query and the run summary are made of these."""
+
+    status: str = PENDING
+    attempts: int = 0
+    outputs: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    task_queue: str = ""
+    worker: str | None = None
+    instances: int = 0
+    instances_done: int = 0
+    instance_outputs: list[Any] | None = None
+    instance_matrix: list[dict[str, Any]] | None = None
+    reused: bool = False
+
+
+@dataclass
+class RunInput:
+    """Everything one run needs; ``previous`` carries stages kept from a failed execution."""
+
+    run_id: str
+    pipeline: str
+    params: dict[str, Any]
+    stages: list[StagePlan]
+    previous: dict[str, StageState] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageTask:
+    """The input of one stage activity (one matrix instance, or the whole stage)."""
+
+    run_id: str
+    pipeline: str
+    stage: str
+    uses: str
+    params: dict[str, Any]
+    instance: int | None = None
+    matrix: dict[str, Any] | None = None
+    heartbeat_timeout_s: float = 10.0
+
+
+@dataclass
+class StageResult:
+    outputs: dict[str, Any]
+    attempt: int
+    worker: str
+
+
+@dataclass
+class RunState:
+    run_id: str
+    pipeline: str
+    status: str
+    paused: bool
+    params: dict[str, Any]
+    stages: dict[str, StageState]
+    started_at: str | None = None
+    finished_at: str | None = None

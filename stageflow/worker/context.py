@@ -1,0 +1,96 @@
+"""``StageContext``: what a running stage knows and can tell the engine.
+
+Checkpoints and progress ride on Temporal activity heartbeats. The last checkpoint of a failed
+or lost attempt comes back in the next attempt's ``activity.info().heartbeat_details``, on
+whichever worker takes it, so ``ctx.resume_state()`` continues where the last attempt stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
+
+__all__ = ["Progress", "StageContext"]
+
+_NO_CHECKPOINT = object()
+
+
+@dataclass
+class Progress:
+    done: float
+    total: float | None = None
+    unit: str = "items"
+    updated: float = field(default_factory=time.time)
+
+
+class StageContext:
+    """Handed to executors (and to ``python`` functions that take a ``ctx`` parameter)."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        pipeline: str,
+        stage: str,
+        attempt: int,
+        instance: int | None = None,
+        matrix: Mapping[str, Any] | None = None,
+        worker: str = "",
+        previous_details: Any = None,
+    ) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.stage = stage
+        self.attempt = attempt
+        self.instance = instance
+        self.matrix = dict(matrix or {})
+        self.worker = worker
+        self._checkpoint: Any = _NO_CHECKPOINT
+        self._progress: Progress | None = None
+        if isinstance(previous_details, dict) and "checkpoint" in previous_details:
+            self._checkpoint = previous_details["checkpoint"]
+        where = stage if instance is None else f"{stage}[{instance}]"
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger(f"stageflow.stage.{stage}"),
+            {"run_id": run_id, "stage": where, "attempt": attempt},
+        )
+
+    @property
+    def stage_id(self) -> str:
+        """``run/stage`` or ``run/stage[i]`` for a matrix instance: unique within a run."""
+        suffix = "" if self.instance is None else f"[{self.instance}]"
+        return f"{self.run_id}/{self.stage}{suffix}"
+
+    def checkpoint(self, state: Any) -> None:
+        """Record ``state`` (small JSON) as the point a retry resumes from; sent at once."""
+        self._checkpoint = state
+        self._send()
+
+    def resume_state(self) -> Any | None:
+        """The last checkpoint of this stage instance, from this or an earlier attempt."""
+        return None if self._checkpoint is _NO_CHECKPOINT else self._checkpoint
+
+    def progress(self, done: float, total: float | None = None, unit: str = "items") -> None:
+        """Report progress; shown live by ``stageflow run`` and the dashboard."""
+        self._progress = Progress(done, total, unit)
+        self._send()
+
+    def heartbeat_details(self) -> dict[str, Any]:
+        """The payload of the next heartbeat: last checkpoint (if any) and progress."""
+        details: dict[str, Any] = {}
+        if self._checkpoint is not _NO_CHECKPOINT:
+            details["checkpoint"] = self._checkpoint
+        if self._progress is not None:
+            p = self._progress
+            details["progress"] = {"done": p.done, "total": p.total, "unit": p.unit}
+        return details
+
+    def _send(self) -> None:
+        # Temporal throttles heartbeats itself and always delivers the latest details.
+        if activity.in_activity():
+            activity.heartbeat(self.heartbeat_details())
