@@ -121,5 +121,11 @@ class RunState:
     paused: bool
     params: dict[str, Any]
     stages: dict[str, StageState]
+    order: list[str] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
+
+    def __post_init__(self) -> None:
+        # JSON payloads sort keys; put stages back in spec order.
+        if self.order:
+            self.stages = {name: self.stages[name] for name in self.order if name in self.stages}

@@ -17,8 +17,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import RetryState
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    RetryState,
+    TimeoutError,
+    TimeoutType,
+)
 
 with workflow.unsafe.imports_passed_through():
     from stageflow.engine import types as t
@@ -81,6 +86,7 @@ class PipelineWorkflow:
             paused=self._paused,
             params=self._run.params,
             stages=self._state,
+            order=list(self._plans),
             started_at=self._started_at,
             finished_at=self._finished_at,
         )
@@ -156,7 +162,7 @@ class PipelineWorkflow:
             st.status, st.error, st.error_type = t.FAILED, str(exc), "TemplateError"
         except ActivityError as exc:
             st.status = t.FAILED
-            st.error, st.error_type, attempts = _describe_failure(exc, plan.retry)
+            st.error, st.error_type, attempts = _describe_failure(exc, plan)
             st.attempts = max(st.attempts, attempts)
         finally:
             st.finished_at = workflow.now().isoformat()
@@ -255,16 +261,22 @@ def _expand_matrix(matrix: Any, stage: str) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*matrix.values())]
 
 
-def _describe_failure(exc: ActivityError, retry: t.RetryPlan) -> tuple[str, str | None, int]:
+def _describe_failure(exc: ActivityError, plan: t.StagePlan) -> tuple[str, str | None, int]:
     """A message, error type and attempt count for a failed activity."""
     cause = exc.cause
     exhausted = exc.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
-    attempts = retry.max_attempts if exhausted else 1
+    attempts = plan.retry.max_attempts if exhausted else 1
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details else None
         if isinstance(details, dict):
             attempts = int(details.get("attempt", attempts))
         return cause.message, cause.type, attempts
+    if isinstance(cause, TimeoutError):
+        if cause.type == TimeoutType.HEARTBEAT:
+            message = f"no heartbeat for {plan.heartbeat_timeout_s:g}s: the worker was lost"
+        else:
+            message = f"timed out after {plan.timeout_s:g}s (the stage's timeout)"
+        return message, "TimeoutError", attempts
     if cause is not None:
         return str(cause) or type(cause).__name__, type(cause).__name__, attempts
     return str(exc), None, attempts
