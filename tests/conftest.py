@@ -25,7 +25,9 @@ def temporal_binary() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No test touches ~/.stageflow, and no test picks up a real cluster's address."""
     monkeypatch.setenv("STAGEFLOW_HOME", str(tmp_path_factory.mktemp("home")))
     for name in list(os.environ):
@@ -60,3 +62,11 @@ def temporal_address(temporal_env: WorkflowEnvironment) -> str:
 def queue() -> str:
     """A task queue no other test uses."""
     return f"q-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    """Where test stage functions record what they did (see steps.py)."""
+    path = tmp_path / "log"
+    path.mkdir()
+    return path

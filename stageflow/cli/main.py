@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import typer
 
@@ -27,5 +29,20 @@ app.add_typer(schedule_cmd.app, name="schedule", help="Cron schedules of pipelin
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+    # Temporal's Rust core keeps threads that can crash the interpreter while it finalizes
+    # (seen here: "PyGILState_Release ... finalizing"). Everything is closed by now, so flush
+    # and leave without finalizing.
+    logging.shutdown()
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))

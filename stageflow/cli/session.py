@@ -19,7 +19,7 @@ from stageflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, console, err_con
 from stageflow.cli.progress import stage_table, watch_run
 from stageflow.engine.client import EngineSession, engine_session
 from stageflow.engine.runs import run_state, summarize
-from stageflow.settings import EngineSettings
+from stageflow.settings import EngineSettings, WorkerSettings
 from stageflow.worker.runner import StageWorker
 
 __all__ = ["command_session", "follow_run"]
@@ -33,7 +33,10 @@ async def command_session(
         if not session.is_embedded:
             yield session
             return
-        async with StageWorker(session.client, task_queues=task_queues):
+        # This worker lives only as long as the command: on Ctrl-C it hands its stages back at
+        # once (they stay durable in Temporal and resume with the next worker).
+        quick = WorkerSettings(shutdown_grace=0)
+        async with StageWorker(session.client, task_queues=task_queues, settings=quick):
             yield session
 
 

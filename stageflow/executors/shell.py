@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
+from stageflow._process import die_with_parent
 from stageflow.errors import ShellCommandFailed
 from stageflow.executors.base import Executor, ExecutorParams
 from stageflow.worker.context import StageContext
@@ -54,6 +55,7 @@ class ShellExecutor(Executor):
             env=env,
             cwd=params.cwd,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         tail: deque[str] = deque(maxlen=20)
         last_stdout: list[str] = [""]

@@ -7,6 +7,7 @@ user fixes a spec in one pass. ``stageflow validate`` and ``stageflow run`` both
 
 from __future__ import annotations
 
+import copy as copy_module
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,17 +41,36 @@ def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
         raise SpecError(document.issues)
     if not isinstance(document.data, dict):
         raise SpecError([SpecIssue(filename, 1, 1, "", "a pipeline spec must be a mapping")])
-    issues = []
     try:
         pipeline = Pipeline.model_validate(document.data)
     except ValidationError as exc:
-        for error in exc.errors():
-            issues.append(_issue(filename, document.positions, tuple(error["loc"]), error["msg"]))
-        raise SpecError(issues) from None
+        errors = exc.errors()
+        issues = [_issue(filename, document.positions, tuple(e["loc"]), e["msg"]) for e in errors]
+        # Report the cross-stage problems too, so one pass shows everything: check what is
+        # left once the fields in error are dropped (when that still makes a pipeline).
+        rest = _without(document.data, [tuple(e["loc"])[:3] for e in errors])
+        try:
+            partial = Pipeline.model_validate(rest)
+        except ValidationError:
+            raise SpecError(issues) from None
+        more = check_pipeline(partial, filename, document.positions)
+        raise SpecError(issues + [issue for issue in more if issue not in issues]) from None
     issues = check_pipeline(pipeline, filename, document.positions)
     if issues:
         raise SpecError(issues)
     return pipeline
+
+
+def _without(data: dict[str, Any], locs: list[Loc]) -> dict[str, Any]:
+    """A copy of ``data`` with the value at each ``loc`` removed."""
+    copy = copy_module.deepcopy(data)
+    for loc in locs:
+        parent: Any = copy
+        for key in loc[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+    return copy
 
 
 def check_pipeline(

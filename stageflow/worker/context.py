@@ -7,6 +7,8 @@ whichever worker takes it, so ``ctx.resume_state()`` continues where the last at
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Mapping
@@ -50,6 +52,10 @@ class StageContext:
         self.instance = instance
         self.matrix = dict(matrix or {})
         self.worker = worker
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._checkpoint: Any = _NO_CHECKPOINT
         self._progress: Progress | None = None
         if isinstance(previous_details, dict) and "checkpoint" in previous_details:
@@ -91,6 +97,21 @@ class StageContext:
         return details
 
     def _send(self) -> None:
-        # Temporal throttles heartbeats itself and always delivers the latest details.
-        if activity.in_activity():
-            activity.heartbeat(self.heartbeat_details())
+        """Heartbeat now. Temporal throttles and always delivers the latest details.
+
+        Sync stage functions run in a thread; heartbeats must be sent from the event loop, so
+        from a thread the call is handed to the loop (with the thread's copy of the activity
+        context, which ``asyncio.to_thread`` took from the activity).
+        """
+        if self._loop is None or not activity.in_activity():
+            return
+        details = self.heartbeat_details()
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            activity.heartbeat(details)
+        elif not self._loop.is_closed():
+            context = contextvars.copy_context()
+            self._loop.call_soon_threadsafe(activity.heartbeat, details, context=context)

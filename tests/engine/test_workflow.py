@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import finish, fn, pipeline, start, wait_until
+from helpers import finish, fn, pipeline, start, wait_until
 from steps import read_log
 from temporalio.client import Client
 
@@ -16,7 +16,12 @@ from stageflow.worker.runner import StageWorker
 
 async def test_dag_order_and_parallelism(client: Client, queue: str, log_dir: Path) -> None:
     def timed(name: str, seconds: float, needs: list[str]) -> dict:
-        params = {"function": fn("timed"), "log_dir": str(log_dir), "name": name, "seconds": seconds}
+        params = {
+            "function": fn("timed"),
+            "log_dir": str(log_dir),
+            "name": name,
+            "seconds": seconds,
+        }
         return {"uses": "python", "queue": queue, "needs": needs, "with": params}
 
     spec = pipeline(
@@ -41,7 +46,11 @@ async def test_dag_order_and_parallelism(client: Client, queue: str, log_dir: Pa
 async def test_fan_out_and_fan_in_keep_matrix_order(client: Client, queue: str) -> None:
     spec = pipeline(
         {
-            "make": {"uses": "python", "queue": queue, "with": {"function": fn("numbers"), "count": 3}},
+            "make": {
+                "uses": "python",
+                "queue": queue,
+                "with": {"function": fn("numbers"), "count": 3},
+            },
             "mul": {
                 "uses": "python",
                 "queue": queue,
@@ -114,9 +123,18 @@ async def test_non_retryable_error_fails_at_once_and_skips_dependents(
                 "uses": "python",
                 "queue": queue,
                 "with": {"function": fn("bad_input"), "log_dir": str(log_dir)},
-                "retry": {"max_attempts": 5, "initial_interval": "100ms", "non_retryable": ["ValueError"]},
+                "retry": {
+                    "max_attempts": 5,
+                    "initial_interval": "100ms",
+                    "non_retryable": ["ValueError"],
+                },
             },
-            "after": {"uses": "python", "queue": queue, "needs": ["bad"], "with": {"function": fn("whoami")}},
+            "after": {
+                "uses": "python",
+                "queue": queue,
+                "needs": ["bad"],
+                "with": {"function": fn("whoami")},
+            },
             "independent": {"uses": "python", "queue": queue, "with": {"function": fn("whoami")}},
         }
     )
@@ -131,7 +149,9 @@ async def test_non_retryable_error_fails_at_once_and_skips_dependents(
     assert state.stages["independent"].status == SUCCEEDED
 
 
-async def test_timeout_fails_a_stage_that_runs_too_long(client: Client, queue: str, log_dir: Path) -> None:
+async def test_timeout_fails_a_stage_that_runs_too_long(
+    client: Client, queue: str, log_dir: Path
+) -> None:
     spec = pipeline(
         {
             "slow": {
@@ -139,7 +159,12 @@ async def test_timeout_fails_a_stage_that_runs_too_long(client: Client, queue: s
                 "queue": queue,
                 "timeout": "1s",
                 "retry": {"max_attempts": 1},
-                "with": {"function": fn("timed"), "log_dir": str(log_dir), "name": "slow", "seconds": 30},
+                "with": {
+                    "function": fn("timed"),
+                    "log_dir": str(log_dir),
+                    "name": "slow",
+                    "seconds": 30,
+                },
             }
         }
     )
@@ -154,7 +179,12 @@ async def test_pause_holds_new_stages_and_resume_releases_them(
     client: Client, queue: str, log_dir: Path
 ) -> None:
     def timed(name: str, seconds: float, needs: list[str]) -> dict:
-        params = {"function": fn("timed"), "log_dir": str(log_dir), "name": name, "seconds": seconds}
+        params = {
+            "function": fn("timed"),
+            "log_dir": str(log_dir),
+            "name": name,
+            "seconds": seconds,
+        }
         return {"uses": "python", "queue": queue, "needs": needs, "with": params}
 
     spec = pipeline({"first": timed("first", 1.0, []), "second": timed("second", 0, ["first"])})
@@ -182,8 +212,17 @@ async def test_pause_holds_new_stages_and_resume_releases_them(
 async def test_cancel_stops_running_stages(client: Client, queue: str, log_dir: Path) -> None:
     spec = pipeline(
         {
-            "long": {"uses": "python", "queue": queue, "with": {"function": fn("wait_for_cancel"), "log_dir": str(log_dir)}},
-            "later": {"uses": "python", "queue": queue, "needs": ["long"], "with": {"function": fn("whoami")}},
+            "long": {
+                "uses": "python",
+                "queue": queue,
+                "with": {"function": fn("wait_for_cancel"), "log_dir": str(log_dir)},
+            },
+            "later": {
+                "uses": "python",
+                "queue": queue,
+                "needs": ["long"],
+                "with": {"function": fn("whoami")},
+            },
         }
     )
     async with StageWorker(client, task_queues=[queue]):
@@ -226,12 +265,19 @@ async def test_approval_gate_waits_for_approve(client: Client, queue: str, log_d
     assert len(read_log(log_dir, "ship")) == 1
 
 
-async def test_retry_resumes_from_the_failed_stage(client: Client, queue: str, log_dir: Path) -> None:
+async def test_retry_resumes_from_the_failed_stage(
+    client: Client, queue: str, log_dir: Path
+) -> None:
     flag = log_dir / "broken"
     flag.touch()
 
     def step(name: str, needs: list[str], **extra: object) -> dict:
-        params = {"function": fn("fail_while_flag"), "log_dir": str(log_dir), "name": name, "flag": str(log_dir / "never")}
+        params = {
+            "function": fn("fail_while_flag"),
+            "log_dir": str(log_dir),
+            "name": name,
+            "flag": str(log_dir / "never"),
+        }
         return {"uses": "python", "queue": queue, "needs": needs, "with": params, **extra}
 
     fragile = step("fragile", ["first"], retry={"max_attempts": 1})

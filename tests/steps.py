@@ -26,7 +26,9 @@ def read_log(log_dir: Path, name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
-async def timed(log_dir: str, name: str, seconds: float = 0.0, ctx: StageContext | None = None) -> dict[str, Any]:
+async def timed(
+    log_dir: str, name: str, seconds: float = 0.0, ctx: StageContext | None = None
+) -> dict[str, Any]:
     """Record start and end times around a sleep."""
     start = time.time()
     await asyncio.sleep(seconds)

@@ -1,21 +1,16 @@
-"""Helpers for running pipelines on the session's dev server with in-process workers."""
+"""Helpers for running pipelines on the session's dev server (importable: tests/ is on sys.path)."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
-import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from stageflow.engine.runs import compile_run, run_state, start_run
 from stageflow.engine.types import RunState
 from stageflow.spec.model import Pipeline
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 STEPS = "steps"
 
@@ -55,10 +50,3 @@ async def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.1)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "log"
-    path.mkdir()
-    return path
