@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,12 +13,23 @@ from typing import Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from stageflow.errors import SpecError, StageflowError
 from stageflow.spec.model import Pipeline
 from stageflow.spec.validate import load_pipeline
 
-__all__ = ["EXIT_FAILED", "EXIT_INVALID", "console", "err_console", "load_spec", "parse_params", "run_async"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "console",
+    "err_console",
+    "load_spec",
+    "parse_params",
+    "run_async",
+    "show_stage_logs",
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,6 +53,26 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+class _StageLogHandler(logging.Handler):
+    """Prints what stages log as ``time stage[i] message``, above the live table if any."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stage = getattr(record, "stage", record.name)
+        style = "red" if record.levelno >= logging.ERROR else "dim"
+        when = time.strftime("%H:%M:%S", time.localtime(record.created))
+        text = Text.assemble((f"{when} {stage} ", style), record.getMessage())
+        console.print(text, highlight=False, soft_wrap=True)
+
+
+def show_stage_logs() -> None:
+    """Print stage logs of in-process workers as they come (once per process)."""
+    logger = logging.getLogger("stageflow.stage")
+    if not any(isinstance(h, _StageLogHandler) for h in logger.handlers):
+        logger.addHandler(_StageLogHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:

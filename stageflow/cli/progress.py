@@ -37,15 +37,20 @@ def _elapsed(st: t.StageState) -> str:
     return f"{seconds:.1f}s"
 
 
+def _bar(done: float, total: float, width: int = 12) -> str:
+    filled = round(width * min(done / total, 1.0)) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
 def _progress(name: str, st: t.StageState, live: dict[str, LiveActivity]) -> str:
     if st.instances:
-        return f"{st.instances_done}/{st.instances} instances"
+        return f"{_bar(st.instances_done, st.instances)} {st.instances_done}/{st.instances}"
     activity = live.get(name)
     if activity and activity.progress:
         p = activity.progress
-        done, total, unit = p.get("done"), p.get("total"), p.get("unit", "")
+        done, total, unit = p.get("done") or 0, p.get("total"), p.get("unit", "")
         if total:
-            return f"{done:g}/{total:g} {unit} ({100 * done / total:.0f}%)"
+            return f"{_bar(done, total)} {done:g}/{total:g} {unit}"
         return f"{done:g} {unit}"
     return ""
 
@@ -83,14 +88,17 @@ async def watch_run(
     """Show the run until ``done`` resolves: live table on a terminal, change lines otherwise."""
     if console.is_terminal:
         with Live(console=console, refresh_per_second=4, transient=False) as live_view:
-            while not done.done():
+            while True:
+                finished = done.done()
                 try:
                     state = await run_state(client, run_id)
-                    live_view.update(stage_table(state, await live_activities(client, run_id)))
+                    live = {} if finished else await live_activities(client, run_id)
+                    live_view.update(stage_table(state, live))
                 except EngineError:
                     pass
+                if finished:
+                    return
                 await asyncio.wait({done}, timeout=0.5)
-        return
     seen: dict[str, str] = {}
     while not done.done():
         try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from stageflow.cli.common import EXIT_INVALID, err_console, load_spec, run_async
+from stageflow.cli.common import EXIT_INVALID, err_console, load_spec, run_async, show_stage_logs
 from stageflow.cli.session import command_session, follow_run
 from stageflow.engine.runs import compile_run, new_run_id, start_run
 from stageflow.settings import EngineSettings
@@ -24,6 +24,8 @@ def run(
 ) -> None:
     """Run a pipeline. With no TEMPORAL_ADDRESS, an embedded Temporal and worker do the work."""
     pipeline = load_spec(file, param)
+    if not as_json:
+        show_stage_logs()
     settings = EngineSettings()
     run_input = compile_run(
         pipeline,

@@ -33,11 +33,12 @@ def list_(
         if as_json:
             print(json.dumps([asdict(info) for info in found], default=str))
             return
-        table = Table("run id", "pipeline", "status", "started", "closed")
+        table = Table("pipeline", "status", "started", "closed")
+        table.add_column("run id", no_wrap=True)
         for info in found:
             started = f"{info.started_at:%Y-%m-%d %H:%M:%S}" if info.started_at else ""
             closed = f"{info.closed_at:%Y-%m-%d %H:%M:%S}" if info.closed_at else ""
-            table.add_row(info.run_id, info.pipeline, info.status, started, closed)
+            table.add_row(info.pipeline, info.status, started, closed, info.run_id)
         console.print(table)
 
     run_async(main)

@@ -68,5 +68,5 @@ async def follow_run(
         for name, st in state.stages.items():
             if st.error:
                 err_console.print(f"[red]{name} failed:[/red] {st.error}", highlight=False)
-        console.print(f"run {run_id} [bold]{state.status}[/bold]")
+        console.print(f"run {run_id} [bold]{state.status}[/bold]", highlight=False)
     return 0 if state.status == "succeeded" else EXIT_FAILED

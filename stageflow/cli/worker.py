@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from stageflow.cli.common import console, run_async
+from stageflow.cli.common import console, run_async, show_stage_logs
 from stageflow.engine.client import engine_session
 from stageflow.engine.devserver import is_listening
 from stageflow.settings import EngineSettings, WorkerSettings
@@ -25,6 +25,7 @@ def _split_tags(tags: str) -> list[str]:
 
 async def _serve(worker: StageWorker, settings: WorkerSettings) -> None:
     """Run until SIGINT/SIGTERM, then drain: running stages get the grace period to finish."""
+    show_stage_logs()
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(settings.concurrency, thread_name_prefix="stage"))
     stop = asyncio.Event()

@@ -11,6 +11,7 @@ from temporalio.client import (
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
     ScheduleSpec,
+    ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 PREFIX = "stageflow-"
+NOTE_PREFIX = "cron: "
 
 
 def schedule_id(name: str) -> str:
@@ -50,6 +52,8 @@ def _schedule(pipeline: Pipeline, heartbeat_timeout: float) -> Schedule:
             memo={"pipeline": pipeline.name},
         ),
         spec=ScheduleSpec(cron_expressions=[pipeline.schedule]),
+        # The server turns cron into calendars; keep the user's spelling to show it back.
+        state=ScheduleState(note=f"{NOTE_PREFIX}{pipeline.schedule}"),
     )
 
 
@@ -85,12 +89,12 @@ async def list_schedules(client: Client) -> list[ScheduleInfo]:
         if not entry.id.startswith(PREFIX):
             continue
         description = await client.get_schedule_handle(entry.id).describe()
-        spec = description.schedule.spec
+        state = description.schedule.state
         found.append(
             ScheduleInfo(
                 entry.id,
-                ", ".join(spec.cron_expressions),
-                description.schedule.state.paused,
+                (state.note or "").removeprefix(NOTE_PREFIX),
+                state.paused,
                 list(description.info.next_action_times),
             )
         )
