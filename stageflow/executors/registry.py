@@ -27,7 +27,7 @@ def available_executors() -> dict[str, type[Executor]]:
 
 
 def get_executor(name: str) -> type[Executor]:
-    """The executor class called ``name``; raises ``ExecutorNotFoundError`` naming the known ones."""
+    """The executor called ``name``; ``ExecutorNotFoundError`` lists the installed ones."""
     executors = available_executors()
     if name not in executors:
         known = ", ".join(sorted(executors))

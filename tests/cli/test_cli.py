@@ -74,7 +74,9 @@ def test_params_override_and_human_output(tmp_path: Path) -> None:
     assert "succeeded" in result.stdout
     shown = stageflow("runs", "list", "--json", home=tmp_path, check=True)
     run_id = json.loads(shown.stdout)[0]["run_id"]
-    state = json.loads(stageflow("runs", "show", run_id, "--json", home=tmp_path, check=True).stdout)
+    state = json.loads(
+        stageflow("runs", "show", run_id, "--json", home=tmp_path, check=True).stdout
+    )
     assert state["stages"]["total"]["outputs"] == {"total": 1 + 4 + 9 + 16}
 
 

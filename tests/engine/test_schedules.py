@@ -36,7 +36,9 @@ async def test_schedule_lifecycle_and_a_triggered_run(client: Client, queue: str
     assert not created_again
     listed = {entry.schedule_id: entry for entry in await schedules.list_schedules(client)}
     assert listed[sid].cron == "0 6 * * *"
-    assert listed[sid].next_runs and all(t.hour == 6 and t.minute == 0 for t in listed[sid].next_runs)
+    assert listed[sid].next_runs and all(
+        t.hour == 6 and t.minute == 0 for t in listed[sid].next_runs
+    )
 
     async with StageWorker(client, task_queues=[queue]):
         await schedules.trigger_schedule(client, name)
