@@ -90,6 +90,8 @@ class RunInput:
     stages: list[StagePlan]
     previous: dict[str, StageState] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
+    started_at: str | None = None
+    """When the run first started (ISO, UTC): ``${run.date}`` stays the same across retries."""
 
 
 @dataclass

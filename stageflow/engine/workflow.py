@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -40,6 +40,7 @@ class PipelineWorkflow:
     def __init__(self, run: t.RunInput) -> None:
         # The workflow id is the run id, also for runs a Schedule starts (it suffixes the id).
         run.run_id = workflow.info().workflow_id
+        run.started_at = run.started_at or workflow.info().start_time.isoformat()
         self._run = run
         self._plans = {stage.name: stage for stage in run.stages}
         self._state: dict[str, t.StageState] = {}
@@ -233,14 +234,14 @@ class PipelineWorkflow:
         )
 
     def _scope(self) -> dict[str, Any]:
-        now = workflow.info().start_time
+        started = datetime.fromisoformat(self._run.started_at or "")
         scope: dict[str, Any] = {
             "params": self._run.params,
             "run": {
                 "id": self._run.run_id,
                 "pipeline": self._run.pipeline,
-                "started_at": now.isoformat(),
-                "date": now.date().isoformat(),
+                "started_at": started.isoformat(),
+                "date": started.date().isoformat(),
             },
         }
         for name, st in self._state.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 
 from helpers import finish, fn, pipeline, start, wait_until
@@ -343,3 +344,19 @@ async def test_retry_of_a_matrix_reruns_only_failed_instances(
     calls = [r["instance"] for r in read_log(log_dir, "fan")]
     assert sorted(calls) == [0, 1, 2, 2, 3]
     assert [out["instance"] for out in state.stages["fan"].outputs] == [0, 1, 2, 3]
+
+
+async def test_run_templates_and_shell_outputs(client: Client, queue: str) -> None:
+    command = 'echo \'{"id": "${run.id}", "date": "${run.date}", "pipeline": "${run.pipeline}"}\''
+    spec = pipeline({"info": {"uses": "shell", "queue": queue, "with": {"command": command}}})
+    async with StageWorker(client, task_queues=[queue]):
+        run_id = await start(client, spec)
+        state = await finish(client, run_id)
+    outputs = state.stages["info"].outputs
+    started = datetime.fromisoformat(state.started_at or "")
+    assert outputs == {
+        "exit_code": 0,
+        "id": run_id,
+        "date": started.date().isoformat(),
+        "pipeline": "t",
+    }
