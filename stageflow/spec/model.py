@@ -12,7 +12,14 @@ import re
 from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from stageflow.spec.durations import parse_duration
 from stageflow.spec.templates import RESERVED_SCOPES
@@ -24,6 +31,18 @@ Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _stage_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ValueError(f"invalid stage name {name!r}: start with a letter; letters, digits, _ -")
+    if name in RESERVED_SCOPES:
+        raise ValueError(f"stage name {name!r} is reserved for templates")
+    return name
+
+
+StageName = Annotated[str, AfterValidator(_stage_name)]
+"""A stage name, checked as a key of ``stages`` so an error is located at that stage."""
 
 
 class _Model(BaseModel):
@@ -90,7 +109,7 @@ class Pipeline(_Model):
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict, description="Overridable with -p k=v.")
     schedule: str | None = Field(None, description="Cron expression for a Temporal Schedule.")
-    stages: dict[str, Stage] = Field(min_length=1)
+    stages: dict[StageName, Stage] = Field(min_length=1)
 
     @field_validator("name")
     @classmethod
@@ -104,16 +123,6 @@ class Pipeline(_Model):
     def _cron(cls, value: str | None) -> str | None:
         if value is not None and not croniter.is_valid(value):
             raise ValueError(f"invalid cron expression {value!r}: expected e.g. '0 6 * * *'")
-        return value
-
-    @field_validator("stages")
-    @classmethod
-    def _stage_names(cls, value: dict[str, Stage]) -> dict[str, Stage]:
-        for name in value:
-            if not NAME.match(name):
-                raise ValueError(f"invalid stage name {name!r}: start with a letter")
-            if name in RESERVED_SCOPES:
-                raise ValueError(f"stage name {name!r} is reserved for templates")
         return value
 
     def with_params(self, overrides: dict[str, Any]) -> Pipeline:

@@ -30,7 +30,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError([SpecIssue(str(file), None, None, "", f"cannot read: {exc.strerror}")])
+        issue = SpecIssue(str(file), None, None, "", f"cannot read: {exc.strerror}")
+        raise SpecError([issue]) from None
     return parse_pipeline(text, str(file))
 
 
@@ -87,7 +88,11 @@ def check_pipeline(
 
 
 def _issue(filename: str, positions: Positions, loc: Loc, message: str) -> SpecIssue:
-    line, column = positions.locate(loc)
+    if loc and loc[-1] == "[key]":  # pydantic's mark for an error in a mapping key itself
+        loc = loc[:-1]
+        line, column = positions.locate_key(loc)
+    else:
+        line, column = positions.locate(loc)
     message = message.removeprefix("Value error, ")
     return SpecIssue(filename, line, column, ".".join(map(str, loc)), message)
 
@@ -112,7 +117,7 @@ def _check_cycles(pipeline: Pipeline) -> Iterable[tuple[Loc, str]]:
             if need not in pipeline.stages or need == name:
                 continue
             if state.get(need) == "active":
-                cycle = trail[trail.index(need) :] + [name, need] if need in trail else [name, need]
+                cycle = [*trail[trail.index(need) :], name, need] if need in trail else [name, need]
                 key = frozenset(cycle)
                 if key not in reported:
                     reported.add(key)
@@ -153,7 +158,9 @@ def _check_templates(pipeline: Pipeline) -> Iterable[tuple[Loc, str]]:
         for field, value in fields:
             for ref in find_references(value):
                 loc = ("stages", name, field, *ref.location)
-                yield from _check_reference(pipeline, name, field, ref.path, ref.text, upstream, loc)
+                yield from _check_reference(
+                    pipeline, name, field, ref.path, ref.text, upstream, loc
+                )
 
 
 def _check_reference(

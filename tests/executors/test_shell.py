@@ -183,15 +183,38 @@ async def test_large_output_on_both_streams_does_not_deadlock(ctx: StageContext)
     assert result == {"exit_code": 0, "done": True}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: output is read with asyncio's default 64 KiB line limit, so one long line "
-    "(e.g. a big JSON object or a \\r progress bar) raises ValueError and fails the stage",
-)
 async def test_a_line_longer_than_64k_is_read(ctx: StageContext) -> None:
     code = "print('x' * 100_000); print('{\"a\": 1}')"
     result = await asyncio.wait_for(_run({"command": _py(code)}, ctx), 30)
     assert result == {"exit_code": 0, "a": 1}
+
+
+async def test_a_json_last_line_longer_than_64k_becomes_outputs(ctx: StageContext) -> None:
+    code = "import json; print('start'); print(json.dumps({'big': 'y' * 200_000}))"
+    result = await asyncio.wait_for(_run({"command": _py(code)}, ctx), 30)
+    assert result == {"exit_code": 0, "big": "y" * 200_000}
+
+
+async def test_lines_split_across_reads_are_joined(
+    ctx: StageContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shell_module, "_READ_BYTES", 3)
+    caplog.set_level(logging.INFO, logger="stageflow.stage.step")
+    result = await _run({"command": "printf 'abcdefg\\n\\nhi\\n{\"k\": 12345}'"}, ctx)
+    assert result == {"exit_code": 0, "k": 12345}
+    messages = [r.getMessage() for r in caplog.records if r.name == "stageflow.stage.step"]
+    assert messages == ["abcdefg", "", "hi", '{"k": 12345}']
+
+
+async def test_a_line_longer_than_the_cap_is_logged_in_pieces(
+    ctx: StageContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shell_module, "MAX_LINE_BYTES", 1000)
+    caplog.set_level(logging.INFO, logger="stageflow.stage.step")
+    code = "import sys; sys.stdout.write('z' * 2500 + '\\nend\\n')"
+    assert await _run({"command": _py(code)}, ctx) == {"exit_code": 0}
+    messages = [r.getMessage() for r in caplog.records if r.name == "stageflow.stage.step"]
+    assert messages == ["z" * 1000, "z" * 1000, "z" * 500, "end"]
 
 
 # --- failures ----------------------------------------------------------------------------------
@@ -369,11 +392,6 @@ async def test_cancel_escalates_to_sigkill_after_the_grace_period(
     assert elapsed >= short_grace * 0.8  # it was given the grace period before SIGKILL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _stop returns as soon as the group leader exits; group members that ignore "
-    "SIGTERM and do not hold the output pipes are never sent SIGKILL and outlive the stage",
-)
 async def test_cancel_kills_group_members_that_outlive_the_leader(
     ctx: StageContext, tmp_path: Path, spawned: list[int], short_grace: float
 ) -> None:
@@ -381,6 +399,40 @@ async def test_cancel_kills_group_members_that_outlive_the_leader(
     command = _pid_writing("(trap '' TERM; sleep 30) >/dev/null 2>&1", pidfile)
     child, _ = await _start_and_cancel({"command": command}, ctx, pidfile, spawned)
     assert await _wait_until_gone(child, timeout=short_grace * 4 + 1)
+
+
+async def test_the_grace_period_is_the_module_setting(
+    ctx: StageContext, tmp_path: Path, spawned: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shell_module, "STOP_GRACE_S", 0.3)
+    pidfile = tmp_path / "child.pid"
+    command = _pid_writing("(trap '' TERM; sleep 30) >/dev/null 2>&1", pidfile)
+    child, elapsed = await _start_and_cancel({"command": command}, ctx, pidfile, spawned)
+    assert 0.3 * 0.8 <= elapsed < 3.0
+    assert await _wait_until_gone(child, timeout=2.0)
+
+
+async def test_a_failure_while_reading_output_stops_the_command(
+    ctx: StageContext, tmp_path: Path, spawned: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Boom(Exception):
+        pass
+
+    class RaisingLogger:
+        def info(self, message: str) -> None:
+            if message == "boom":
+                raise Boom(message)
+
+        warning = info
+
+    monkeypatch.setattr(ctx, "logger", RaisingLogger())
+    pidfile = tmp_path / "child.pid"
+    command = f"sleep 30 & echo $! > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; echo boom; wait"
+    with pytest.raises(Boom):
+        await asyncio.wait_for(_run({"command": command}, ctx), 20)
+    child = int(pidfile.read_text())
+    spawned.append(child)
+    assert await _wait_until_gone(child), "the command outlived the failed stage"
 
 
 def _quote(text: str) -> str:

@@ -122,18 +122,46 @@ def test_locate_in_empty_positions_is_unknown() -> None:
     assert Positions().locate(()) == (None, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: positions record where a key's VALUE starts, not where the key was written "
-    "(docstring: ('stages','make','uses') -> (3, 5)); a block mapping's position is the line "
-    "after its key",
-)
-def test_positions_are_those_of_keys_as_documented() -> None:
+def test_block_collections_are_located_at_their_keys_scalars_at_their_values() -> None:
+    # A block collection's own start is its first child's line, so an error about the whole
+    # entry (e.g. a field missing from a stage) points at the key that introduces it. A scalar
+    # points at the value itself, the most precise place for an "invalid value" error.
     text = "stages:\n  make:\n    uses: python\n"
     positions = read_yaml(text, "f.yaml").positions
-    assert positions.locate(("stages", "make", "uses")) == (3, 5)
+    assert positions.locate(("stages", "make", "uses")) == (3, 11)
     assert positions.locate(("stages", "make")) == (2, 3)
     assert positions.locate(("stages",)) == (1, 1)
+    assert positions.locate(("stages", "make", "missing")) == (2, 3)
+
+
+def test_keys_are_located_where_they_were_written() -> None:
+    text = "stages:\n  make:\n    uses: python\n  flow: {uses: x}\n"
+    positions = read_yaml(text, "f.yaml").positions
+    assert positions.keys == {
+        ("stages",): (1, 1),
+        ("stages", "make"): (2, 3),
+        ("stages", "make", "uses"): (3, 5),
+        ("stages", "flow"): (4, 3),
+        ("stages", "flow", "uses"): (4, 10),
+    }
+    assert positions.locate(("stages", "flow")) == (4, 9)  # a flow mapping: its own `{`
+    assert positions.locate_key(("stages", "flow")) == (4, 3)
+    assert positions.locate_key(("stages", "flow", "nope")) == (4, 9)  # falls back to locate
+
+
+def test_an_alias_is_located_at_its_key_not_at_its_anchor() -> None:
+    text = _doc(
+        """
+        base: &base {uses: python}
+        name: &name demo
+        stages:
+          a: *base
+          b: *name
+        """
+    )
+    positions = read_yaml(text, "f.yaml").positions
+    assert positions.locate(("stages", "a")) == (_line_of(text, "a: *base"), 3)
+    assert positions.locate(("stages", "b")) == (_line_of(text, "b: *name"), 3)
 
 
 # --- duplicate keys ----------------------------------------------------------------------------
@@ -187,11 +215,6 @@ def test_same_key_in_different_mappings_is_not_a_duplicate() -> None:
     assert read_yaml(text, "f.yaml").issues == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a key that overrides one brought in by a YAML merge key (<<: *anchor) is "
-    "reported as a duplicate key; YAML merge semantics let explicit keys override merged ones",
-)
 def test_merge_key_override_is_not_a_duplicate() -> None:
     text = _doc(
         """
@@ -207,6 +230,40 @@ def test_merge_key_override_is_not_a_duplicate() -> None:
     document = read_yaml(text, "merge.yaml")
     assert document.data["stages"]["a"] == {"uses": "python", "queue": "cpu"}
     assert document.issues == []
+    assert document.positions.locate(("stages", "a", "queue"))[0] == _line_of(text, "queue: cpu")
+
+
+def test_a_key_written_twice_beside_a_merge_is_still_a_duplicate() -> None:
+    text = _doc(
+        """
+        defaults: &defaults
+          queue: gpu
+        stages:
+          a:
+            <<: *defaults
+            queue: cpu
+            queue: io
+          b: *defaults
+          c:
+            <<: *defaults
+        """
+    )
+    document = read_yaml(text, "merge.yaml")
+    assert document.issues == [
+        SpecIssue("merge.yaml", _line_of(text, "queue: io"), 5, "stages.a.queue", "duplicate key")
+    ]
+    assert document.data["stages"] == {
+        "a": {"queue": "io"},
+        "b": {"queue": "gpu"},
+        "c": {"queue": "gpu"},
+    }
+
+
+def test_merging_several_mappings_lets_the_first_win_without_duplicates() -> None:
+    text = "x: &x {q: 1}\ny: &y {q: 2, r: 2}\nz:\n  <<: [*x, *y]\n  s: 3\n"
+    document = read_yaml(text, "merge.yaml")
+    assert document.issues == []
+    assert document.data["z"] == {"q": 1, "r": 2, "s": 3}
 
 
 def test_merge_keys_are_expanded() -> None:
@@ -294,26 +351,52 @@ def test_python_collection_tags_run_nothing(tmp_path: Path) -> None:
     assert victim.read_text() == "still here"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tags on sequences/mappings are silently dropped (build() recurses into "
-    "collections itself), so `!!python/object/apply:f [x]` loads as the list [x] where "
-    "yaml.safe_load refuses it",
-)
 def test_python_collection_tags_are_refused() -> None:
     document = read_yaml("a: !!python/object/apply:os.getcwd []\n", "evil.yaml")
     assert document.data is None
     (issue,) = document.issues
     assert issue.line == 1
+    assert issue.column == 4
+    assert issue.message == (
+        "YAML syntax error: tag '!!python/object/apply:os.getcwd' is not allowed on a list: "
+        "a spec holds plain data only"
+    )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unhashable (complex) mapping key such as `? [1, 2]` raises a bare TypeError "
-    "out of read_yaml instead of becoming a located issue",
+@pytest.mark.parametrize(
+    ("text", "line", "tag"),
+    [
+        ("a: !!set {x}\n", 1, "!!set"),
+        ("a: !!omap [{x: 1}]\n", 1, "!!omap"),
+        ("a: 1\nb: !local\n  c: 1\n", 2, "!local"),
+        ("!!python/object:os.Foo {}\n", 1, "!!python/object:os.Foo"),
+        ("a:\n  - !!python/object/new:str [x]\n", 2, "!!python/object/new:str"),
+    ],
 )
+def test_other_collection_tags_are_refused(text: str, line: int, tag: str) -> None:
+    document = read_yaml(text, "tags.yaml")
+    assert document.data is None
+    (issue,) = document.issues
+    assert issue.line == line
+    assert f"tag {tag!r} is not allowed" in issue.message
+
+
+def test_standard_collection_tags_are_accepted() -> None:
+    document = read_yaml("a: !!map {b: !!seq [1]}\n", "tags.yaml")
+    assert document.issues == []
+    assert document.data == {"a": {"b": [1]}}
+
+
 def test_unhashable_key_is_a_located_issue() -> None:
     document = read_yaml("? [1, 2]\n: x\n", "f.yaml")
     assert document.data is None
     (issue,) = document.issues
     assert issue.line == 1
+    assert "a mapping key must be a plain value" in issue.message
+
+
+def test_nested_mapping_key_is_a_located_issue() -> None:
+    document = read_yaml("stages:\n  ? {a: 1}\n  : x\n", "f.yaml")
+    assert document.data is None
+    (issue,) = document.issues
+    assert (issue.line, issue.column) == (2, 5)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from stageflow.errors import SpecError, SpecIssue
 from stageflow.spec.model import Pipeline, RetryPolicy, Stage
@@ -825,11 +826,6 @@ def test_reserved_stage_name(tmp_path: Path, name: str) -> None:
     assert f"stage name {name!r} is reserved" in issue.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stage-name errors come from a validator on the whole `stages` dict, so their "
-    "location is `stages` (the first stage's line), not the offending stage",
-)
 def test_reserved_stage_name_points_at_that_stage(tmp_path: Path) -> None:
     path, text = _write(
         tmp_path,
@@ -842,7 +838,35 @@ def test_reserved_stage_name_points_at_that_stage(tmp_path: Path) -> None:
     )
     issue = _only(path)
     assert issue.line == _line_of(text, "params:")
-    assert "params" in issue.field
+    assert issue.column == 3  # the stage's name, not its `{`
+    assert issue.field == "stages.params"
+    assert issue.message == "stage name 'params' is reserved for templates"
+
+
+def test_every_bad_stage_name_is_reported_at_its_own_key(tmp_path: Path) -> None:
+    path, text = _write(
+        tmp_path,
+        """
+        name: p
+        stages:
+          good: {uses: shell, with: {command: x}}
+          1st:
+            uses: shell
+            with: {command: x}
+          run: {uses: shell, with: {command: x}}
+        """,
+    )
+    issues = _issues(path)
+    assert {(i.field, i.line, i.column) for i in issues} == {
+        ("stages.1st", _line_of(text, "1st:"), 3),
+        ("stages.run", _line_of(text, "run:"), 3),
+    }
+
+
+def test_stage_name_errors_from_the_python_api_name_the_stage() -> None:
+    with pytest.raises(ValidationError) as info:
+        Pipeline(name="p", stages={"ok": Stage(uses="shell"), "matrix": Stage(uses="shell")})
+    assert [e["loc"] for e in info.value.errors()] == [("stages", "matrix", "[key]")]
 
 
 @pytest.mark.parametrize("name", ["1abc", "_x", "a b", "a.b"])
@@ -851,7 +875,8 @@ def test_invalid_stage_name(tmp_path: Path, name: str) -> None:
         tmp_path, f'name: p\nstages:\n  "{name}": {{uses: shell, with: {{command: x}}}}\n'
     )
     issue = _only(path)
-    assert issue.field == "stages"
+    assert issue.field == f"stages.{name}"
+    assert (issue.line, issue.column) == (3, 3)
     assert f"invalid stage name {name!r}" in issue.message
 
 
@@ -905,11 +930,6 @@ def test_missing_uses_in_a_flow_stage(tmp_path: Path) -> None:
     assert issue.line == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: positions are those of values, so a field missing from a block-style stage is "
-    "reported on the stage's first child line instead of the stage's own `a:` line",
-)
 def test_missing_uses_in_a_block_stage_points_at_the_stage(tmp_path: Path) -> None:
     path, text = _write(
         tmp_path,
@@ -923,20 +943,18 @@ def test_missing_uses_in_a_block_stage_points_at_the_stage(tmp_path: Path) -> No
     issue = _only(path)
     assert issue.field == "stages.a.uses"
     assert issue.line == _line_of(text, "a:")
+    assert issue.column == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: non-finite durations (.nan, .inf) validate; the run later fails building "
-    "timedelta(seconds=nan/inf)",
-)
 @pytest.mark.parametrize("value", [".nan", ".inf"])
 def test_non_finite_timeout_is_rejected(tmp_path: Path, value: str) -> None:
     path, _ = _write(
         tmp_path,
         f"name: p\nstages:\n  a: {{uses: shell, with: {{command: x}}, timeout: {value}}}\n",
     )
-    assert _only(path).field == "stages.a.timeout"
+    issue = _only(path)
+    assert issue.field == "stages.a.timeout"
+    assert "must be a finite number of seconds" in issue.message
 
 
 # --- multiple problems, file-level errors ------------------------------------------------------
