@@ -1,7 +1,8 @@
 """``${...}`` templates in stage parameters: finding references and rendering them.
 
 A template that is the whole string keeps the value's type (``"${params.n}"`` renders to the
-integer 3); a template inside a longer string is formatted into it (``"day_${run.date}.csv"``).
+integer 3); a template inside a longer string is formatted into it (``"day_${run.date}.csv"``):
+strings as they are, anything else as JSON (``true``, ``null``, ``[1, 2]``).
 ``$${`` escapes a literal ``${``.
 
 Paths are dotted: ``params.n``, ``matrix.x``, ``run.id``, ``<stage>.outputs.<key>...``. A numeric
