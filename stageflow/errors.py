@@ -10,7 +10,11 @@ Every message says what went wrong and what to do about it::
     └── StageError           raised inside a stage; the activity turns it into a Temporal failure
         ├── ExecutorNotFoundError  `uses:` names an executor no worker has
         ├── StageOutputError       a stage returned something that is not small JSON
-        └── ShellCommandFailed     a `shell` stage exited non-zero
+        ├── ShellCommandFailed     a `shell` stage exited non-zero
+        └── TransferError          moving an artifact failed (network errors: retryable)
+            ├── AuthError          the peer refused our token or key (not retryable)
+            ├── IntegrityError     bytes keep arriving wrong (not retryable)
+            └── DiskFullError      no room on the receiving filesystem (not retryable)
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AuthError",
     "ConfigError",
+    "DiskFullError",
     "EngineError",
     "ExecutorNotFoundError",
+    "IntegrityError",
     "RunNotFoundError",
     "ShellCommandFailed",
     "SpecError",
@@ -28,6 +35,7 @@ __all__ = [
     "StageError",
     "StageOutputError",
     "StageflowError",
+    "TransferError",
 ]
 
 
@@ -106,3 +114,25 @@ class ShellCommandFailed(StageError):
         self.exit_code = exit_code
         detail = f"; last output:\n{tail}" if tail else ""
         super().__init__(f"command exited with status {exit_code}{detail}")
+
+
+class TransferError(StageError):
+    """Moving an artifact failed; plain network trouble is retried."""
+
+
+class AuthError(TransferError):
+    """A peer refused our credentials: fix the token or key, retrying will not help."""
+
+    non_retryable = True
+
+
+class IntegrityError(TransferError):
+    """Data kept failing its hash check: the source is corrupt."""
+
+    non_retryable = True
+
+
+class DiskFullError(TransferError):
+    """The receiving filesystem has no room; nothing partial was left in place."""
+
+    non_retryable = True
