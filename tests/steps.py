@@ -95,3 +95,22 @@ def counted_steps(log_dir: str, steps: int, delay: float, ctx: StageContext) -> 
 
 def whoami(ctx: StageContext) -> dict[str, Any]:
     return {"worker": ctx.worker, "instance": ctx.instance}
+
+
+def digest_tree(data: Path, ctx: StageContext) -> dict[str, Any]:
+    """What a stage received: each file's sha256 by relative path, and where it was."""
+    import hashlib
+
+    tree = {
+        str(path.relative_to(data)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(data.rglob("*"))
+        if path.is_file()
+    }
+    summary = ctx.output_dir() / "summary.json"
+    summary.write_text(json.dumps(tree))
+    return {
+        "tree": tree,
+        "at": str(data),
+        "is_path": isinstance(data, Path),
+        "summary": ctx.artifact(summary),
+    }

@@ -11,6 +11,7 @@ import typer
 from stageflow.cli import run as run_cmd
 from stageflow.cli import runs as runs_cmd
 from stageflow.cli import schedule as schedule_cmd
+from stageflow.cli import server as server_cmd
 from stageflow.cli import validate as validate_cmd
 from stageflow.cli import worker as worker_cmd
 
@@ -24,6 +25,7 @@ app.command()(run_cmd.run)
 app.command()(validate_cmd.validate)
 app.command()(worker_cmd.worker)
 app.command()(worker_cmd.up)
+app.command()(server_cmd.server)
 app.add_typer(runs_cmd.app, name="runs", help="List, inspect and steer runs.")
 app.add_typer(schedule_cmd.app, name="schedule", help="Cron schedules of pipelines.")
 

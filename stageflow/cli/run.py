@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import typer
@@ -26,6 +27,8 @@ def run(
     pipeline = load_spec(file, param)
     if not as_json:
         show_stage_logs()
+    # Failed attempts are shown in the table; the SDK's tracebacks would only bury it.
+    logging.getLogger("temporalio").setLevel(logging.ERROR)
     settings = EngineSettings()
     run_input = compile_run(
         pipeline,

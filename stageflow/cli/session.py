@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 
 from stageflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, console, err_console
+from stageflow.cli.dataplane import embedded_data_server, worker_data_plane
 from stageflow.cli.progress import stage_table, watch_run
 from stageflow.engine.client import EngineSession, engine_session
 from stageflow.engine.runs import run_state, summarize
@@ -27,7 +28,7 @@ __all__ = ["command_session", "follow_run"]
 
 @contextlib.asynccontextmanager
 async def command_session(
-    *, owner: str = "cli", task_queues: Iterable[str] = (), settings: EngineSettings | None = None
+    *, owner: str = "cli", task_queues: Sequence[str] = (), settings: EngineSettings | None = None
 ) -> AsyncIterator[EngineSession]:
     async with engine_session(settings, owner=owner) as session:
         if not session.is_embedded:
@@ -36,7 +37,22 @@ async def command_session(
         # This worker lives only as long as the command: on Ctrl-C it hands its stages back at
         # once (they stay durable in Temporal and resume with the next worker).
         quick = WorkerSettings(shutdown_grace=0)
-        async with StageWorker(session.client, task_queues=task_queues, settings=quick):
+        settings = settings or EngineSettings()
+        if not task_queues:  # only queries to answer: no stages, no data
+            async with StageWorker(session.client, task_queues=(), settings=quick):
+                yield session
+            return
+        async with (
+            embedded_data_server(settings) as server_url,
+            worker_data_plane(settings) as data_plane,
+            StageWorker(
+                session.client,
+                task_queues=task_queues,
+                settings=quick,
+                data_plane=data_plane,
+                server_url=server_url,
+            ),
+        ):
             yield session
 
 

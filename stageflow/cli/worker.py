@@ -11,9 +11,10 @@ from pathlib import Path
 import typer
 
 from stageflow.cli.common import console, run_async, show_stage_logs
+from stageflow.cli.dataplane import embedded_data_server, worker_data_plane
 from stageflow.engine.client import engine_session
 from stageflow.engine.devserver import is_listening
-from stageflow.settings import EngineSettings, WorkerSettings
+from stageflow.settings import DataSettings, EngineSettings, WorkerSettings
 from stageflow.worker.runner import StageWorker, default_identity, task_queues_for
 
 UP_QUEUES = ["default", "ml", "api"]
@@ -54,16 +55,24 @@ def worker(
         settings = settings.model_copy(update={"concurrency": concurrency})
     task_queues = task_queues_for(queue, _split_tags(tags))
 
+    engine_settings = EngineSettings()
+
     async def main() -> None:
-        async with engine_session(EngineSettings(), owner="worker") as session:
+        async with (
+            engine_session(engine_settings, owner="worker") as session,
+            worker_data_plane(engine_settings) as data_plane,
+        ):
             name = identity or default_identity()
             console.print(f"worker {name} polling: {', '.join(task_queues)}")
+            console.print(f"artifacts served at {data_plane.url} from {data_plane.root}")
             stage_worker = StageWorker(
                 session.client,
                 task_queues=task_queues,
                 workflows=workflows,
                 identity=name,
                 settings=settings,
+                data_plane=data_plane,
+                server_url=DataSettings().server_url,
             )
             await _serve(stage_worker, settings)
 
@@ -86,16 +95,25 @@ def up(
     task_queues = task_queues_for(queue, _split_tags(tags))
 
     async def main() -> None:
-        async with engine_session(settings, owner="up") as session:
+        async with (
+            engine_session(settings, owner="up") as session,
+            embedded_data_server(settings) as server_url,
+            worker_data_plane(settings) as data_plane,
+        ):
             embedded = session.embedded
             where = embedded.address if embedded else "the configured cluster"
             console.print(f"[bold]stageflow up[/bold]: Temporal at {where}")
             if embedded and settings.temporal_ui_port:
                 console.print(f"Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
             console.print(f"worker polling: {', '.join(task_queues)}")
+            console.print(f"data server: {server_url}; worker artifacts: {data_plane.url}")
             console.print("submit with `stageflow run FILE --detach`; Ctrl-C stops")
             stage_worker = StageWorker(
-                session.client, task_queues=task_queues, settings=worker_settings
+                session.client,
+                task_queues=task_queues,
+                settings=worker_settings,
+                data_plane=data_plane,
+                server_url=server_url,
             )
             await _serve(stage_worker, worker_settings)
 

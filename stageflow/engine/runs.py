@@ -79,6 +79,7 @@ def compile_run(pipeline: Pipeline, *, run_id: str, heartbeat_timeout: float) ->
                 matrix=stage.matrix,
                 max_parallel=stage.max_parallel,
                 gate=stage.gate,
+                persist=stage.persist,
             )
         )
     return t.RunInput(

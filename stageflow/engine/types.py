@@ -58,6 +58,7 @@ class StagePlan:
     matrix: dict[str, Any] | None = None
     max_parallel: int | None = None
     gate: str | None = None
+    persist: bool = False
 
 
 @dataclass
@@ -106,6 +107,7 @@ class StageTask:
     instance: int | None = None
     matrix: dict[str, Any] | None = None
     heartbeat_timeout_s: float = 10.0
+    persist: bool = False
 
 
 @dataclass
@@ -113,6 +115,8 @@ class StageResult:
     outputs: dict[str, Any]
     attempt: int
     worker: str
+    location: str | None = None
+    """The base URL of the worker's artifact server, where its outputs' data is."""
 
 
 @dataclass

@@ -215,6 +215,7 @@ class PipelineWorkflow:
                 instance=index,
                 matrix=values,
                 heartbeat_timeout_s=plan.heartbeat_timeout_s,
+                persist=plan.persist,
             ),
             result_type=t.StageResult,
             task_queue=plan.task_queue,

@@ -32,6 +32,8 @@ class Executor(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[ExecutorParams]] = ExecutorParams
+    native_paths: ClassVar[bool] = False
+    """Artifact refs in ``with`` arrive as ``pathlib.Path`` (True) or as ``str`` (False)."""
 
     @classmethod
     def check_params(cls, with_: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

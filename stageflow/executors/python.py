@@ -58,6 +58,7 @@ def import_callable(target: str) -> Callable[..., Any]:
 class PythonExecutor(Executor):
     name = "python"
     Params = PythonParams
+    native_paths = True
 
     async def run(self, params: PythonParams, ctx: StageContext) -> dict[str, Any]:
         function = import_callable(params.function)

@@ -18,8 +18,13 @@ def available_executors() -> dict[str, type[Executor]]:
     """Every executor this process can run, by name."""
     from stageflow.executors.python import PythonExecutor
     from stageflow.executors.shell import ShellExecutor
+    from stageflow.executors.transfer import TransferExecutor
 
-    found: dict[str, type[Executor]] = {"python": PythonExecutor, "shell": ShellExecutor}
+    found: dict[str, type[Executor]] = {
+        "python": PythonExecutor,
+        "shell": ShellExecutor,
+        "transfer": TransferExecutor,
+    }
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name not in found:
             found[point.name] = point.load()

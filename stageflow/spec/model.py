@@ -84,6 +84,9 @@ class Stage(_Model):
         None, description="Silence after which the worker is presumed lost (default: setting)."
     )
     gate: Literal["approve"] | None = Field(None, description="Wait for an approval first.")
+    persist: bool = Field(
+        False, description="Push the artifacts in the outputs to the data server."
+    )
     description: str = ""
 
     @field_validator("queue")

@@ -17,9 +17,11 @@ from temporalio.exceptions import ApplicationError
 
 from stageflow.engine.types import StageResult, StageTask
 from stageflow.engine.workflow import RUN_STAGE_ACTIVITY
-from stageflow.errors import StageError, StageOutputError
+from stageflow.errors import ConfigError, StageError, StageOutputError
 from stageflow.executors.registry import get_executor
+from stageflow.transfer.artifacts import find_refs, map_refs
 from stageflow.worker.context import StageContext
+from stageflow.worker.dataplane import DataPlane
 
 __all__ = ["MAX_OUTPUT_BYTES", "StageActivities"]
 
@@ -28,10 +30,18 @@ MAX_OUTPUT_BYTES = 256 * 1024
 
 
 class StageActivities:
-    """Holds the worker's identity so results can say where a stage ran."""
+    """The worker's side of a stage: its identity, and its data plane for artifacts."""
 
-    def __init__(self, *, identity: str) -> None:
+    def __init__(
+        self,
+        *,
+        identity: str,
+        data_plane: DataPlane | None = None,
+        server_url: str | None = None,
+    ) -> None:
         self.identity = identity
+        self.data_plane = data_plane
+        self.server_url = server_url
 
     @activity.defn(name=RUN_STAGE_ACTIVITY)
     async def run_stage(self, task: StageTask) -> StageResult:
@@ -46,12 +56,17 @@ class StageActivities:
             matrix=task.matrix,
             worker=self.identity,
             previous_details=previous,
+            data_plane=self.data_plane,
+            server_url=self.server_url,
         )
         beat = asyncio.create_task(_heartbeat_forever(ctx, task.heartbeat_timeout_s))
         try:
             executor = get_executor(task.uses)()
-            outputs = await executor.execute(task.params, ctx)
+            params = await self._inputs(task, ctx, native_paths=executor.native_paths)
+            outputs = await executor.execute(params, ctx)
             outputs = _checked_outputs(outputs, task.uses)
+            if task.persist:
+                outputs = await self._persist(outputs, ctx)
         except asyncio.CancelledError:
             ctx.logger.warning("stage cancelled")
             raise
@@ -61,7 +76,42 @@ class StageActivities:
             raise _as_application_error(exc, info.attempt) from exc
         finally:
             beat.cancel()
-        return StageResult(outputs=outputs, attempt=info.attempt, worker=self.identity)
+        location = self.data_plane.url if self.data_plane else None
+        return StageResult(
+            outputs=outputs, attempt=info.attempt, worker=self.identity, location=location
+        )
+
+    async def _inputs(self, task: StageTask, ctx: StageContext, *, native_paths: bool) -> Any:
+        """The stage's parameters with every artifact ref fetched, verified and made local."""
+        if not any(find_refs(task.params)):
+            return task.params
+        if self.data_plane is None:
+            raise StageError("this stage takes artifacts but the worker has no data plane")
+
+        def progress(done: int, total: int) -> None:
+            ctx.progress(done, total, "bytes fetched")
+
+        return await self.data_plane.materialize(
+            task.params, task.run_id, ctx.name, as_path=native_paths, progress=progress
+        )
+
+    async def _persist(self, outputs: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        """Push every artifact in ``outputs`` to the data server, then drop the staging copy."""
+        refs = list(find_refs(outputs))
+        if not refs:
+            return outputs
+        if self.data_plane is None or not self.server_url:
+            raise ConfigError(
+                "`persist: true` needs a data server: start `stageflow server` and set "
+                "STAGEFLOW_DATA_SERVER_URL on the workers"
+            )
+        pushed = {}
+        for ref in refs:
+            pushed[ref["sha256"]] = await self.data_plane.push(
+                ref, self.server_url, keep_local=False
+            )
+        self.data_plane.clean_stage(ctx.run_id, ctx.name)
+        return map_refs(outputs, lambda ref: pushed[ref["sha256"]])  # type: ignore[no-any-return]
 
 
 async def _heartbeat_forever(ctx: StageContext, heartbeat_timeout_s: float) -> None:
@@ -92,7 +142,7 @@ def _checked_outputs(outputs: Any, uses: str) -> dict[str, Any]:
 
 
 def _as_application_error(exc: Exception, attempt: int) -> ApplicationError:
-    non_retryable = isinstance(exc, ValidationError) or (
+    non_retryable = isinstance(exc, ValidationError | ConfigError) or (
         isinstance(exc, StageError) and exc.non_retryable
     )
     message = str(exc) or type(exc).__name__

@@ -13,9 +13,13 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
+
+if TYPE_CHECKING:
+    from stageflow.worker.dataplane import DataPlane
 
 __all__ = ["Progress", "StageContext"]
 
@@ -44,6 +48,8 @@ class StageContext:
         matrix: Mapping[str, Any] | None = None,
         worker: str = "",
         previous_details: Any = None,
+        data_plane: DataPlane | None = None,
+        server_url: str | None = None,
     ) -> None:
         self.run_id = run_id
         self.pipeline = pipeline
@@ -52,6 +58,9 @@ class StageContext:
         self.instance = instance
         self.matrix = dict(matrix or {})
         self.worker = worker
+        self._data_plane = data_plane
+        self.server_url = server_url
+        """The data server persisted artifacts go to (None when there is none)."""
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -61,6 +70,8 @@ class StageContext:
         if isinstance(previous_details, dict) and "checkpoint" in previous_details:
             self._checkpoint = previous_details["checkpoint"]
         where = stage if instance is None else f"{stage}[{instance}]"
+        self.name = where
+        """``stage`` or ``stage[i]`` for a matrix instance."""
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"stageflow.stage.{stage}"),
             {"run_id": run_id, "stage": where, "attempt": attempt},
@@ -72,6 +83,39 @@ class StageContext:
         suffix = "" if self.instance is None else f"[{self.instance}]"
         return f"{self.run_id}/{self.stage}{suffix}"
 
+    # ------------------------------------------------------------------ artifacts
+    def output_dir(self) -> Path:
+        """A directory on this worker for files the stage will publish with ``artifact``."""
+        return self._data().work_dir(self.run_id, self.name)
+
+    def artifact(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """Publish a file or directory: returns its ref, to return among the stage's outputs.
+
+        The data is hashed into this worker's store (hard links, no copy) and must not change
+        afterwards. From an ``async`` stage use ``await ctx.publish(path)``, which hashes in a
+        thread so heartbeats keep flowing.
+        """
+        if self._loop is not None and _on_loop(self._loop):
+            raise RuntimeError(
+                "ctx.artifact() would block the event loop: use `await ctx.publish()`"
+            )
+        return self._data().publish(Path(path), name)
+
+    async def publish(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """``artifact`` for async stages."""
+        return await asyncio.to_thread(self._data().publish, Path(path), name)
+
+    @property
+    def data_plane(self) -> DataPlane:
+        """This worker's store and transfers (for executors that move data themselves)."""
+        return self._data()
+
+    def _data(self) -> DataPlane:
+        if self._data_plane is None:
+            raise RuntimeError("this worker has no data plane: artifacts need `stageflow worker`")
+        return self._data_plane
+
+    # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, state: Any) -> None:
         """Record ``state`` (small JSON) as the point a retry resumes from; sent at once."""
         self._checkpoint = state
@@ -106,12 +150,15 @@ class StageContext:
         if self._loop is None or not activity.in_activity():
             return
         details = self.heartbeat_details()
-        try:
-            on_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            on_loop = False
-        if on_loop:
+        if _on_loop(self._loop):
             activity.heartbeat(details)
         elif not self._loop.is_closed():
             context = contextvars.copy_context()
             self._loop.call_soon_threadsafe(activity.heartbeat, details, context=context)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -21,6 +21,7 @@ from stageflow.engine.routing import WORKFLOW_TASK_QUEUE, worker_task_queues
 from stageflow.engine.workflow import PipelineWorkflow
 from stageflow.settings import WorkerSettings
 from stageflow.worker.activities import StageActivities
+from stageflow.worker.dataplane import DataPlane
 
 __all__ = ["StageWorker", "default_identity", "task_queues_for"]
 
@@ -50,11 +51,15 @@ class StageWorker:
         workflows: bool = True,
         identity: str | None = None,
         settings: WorkerSettings | None = None,
+        data_plane: DataPlane | None = None,
+        server_url: str | None = None,
     ) -> None:
         self.settings = settings or WorkerSettings()
         self.identity = identity or default_identity()
         self.task_queues = list(dict.fromkeys(task_queues))
-        activities = StageActivities(identity=self.identity)
+        activities = StageActivities(
+            identity=self.identity, data_plane=data_plane, server_url=server_url
+        )
         grace = timedelta(seconds=self.settings.shutdown_grace)
         self._workers = [
             Worker(
