@@ -13,6 +13,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from stageflow.transfer.store import ContentStore
+from stageflow.worker.dataplane import DataPlane, serve_store
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -70,3 +73,27 @@ def log_dir(tmp_path: Path) -> Path:
     path = tmp_path / "log"
     path.mkdir()
     return path
+
+
+TOKEN = "test-token-" + "t" * 24
+
+
+@pytest.fixture
+async def data_server(tmp_path: Path) -> AsyncIterator[tuple[str, ContentStore]]:
+    """A real data server (the `stageflow server` data app) on loopback: (url, its store)."""
+    store = ContentStore(tmp_path / "server")
+    server, port = await serve_store(
+        store, token=TOKEN, host="127.0.0.1", port=0, accept_uploads=True
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", store
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def data_plane(tmp_path: Path) -> AsyncIterator[DataPlane]:
+    """An in-process worker's store, served over HTTP like a worker's."""
+    plane = DataPlane(store=ContentStore(tmp_path / "staging"), token=TOKEN)
+    async with plane:
+        yield plane

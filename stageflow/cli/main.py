@@ -12,6 +12,7 @@ from stageflow.cli import run as run_cmd
 from stageflow.cli import runs as runs_cmd
 from stageflow.cli import schedule as schedule_cmd
 from stageflow.cli import server as server_cmd
+from stageflow.cli import transfer as transfer_cmd
 from stageflow.cli import validate as validate_cmd
 from stageflow.cli import worker as worker_cmd
 
@@ -26,6 +27,8 @@ app.command()(validate_cmd.validate)
 app.command()(worker_cmd.worker)
 app.command()(worker_cmd.up)
 app.command()(server_cmd.server)
+app.command()(transfer_cmd.transfer)
+app.command()(transfer_cmd.gc)
 app.add_typer(runs_cmd.app, name="runs", help="List, inspect and steer runs.")
 app.add_typer(schedule_cmd.app, name="schedule", help="Cron schedules of pipelines.")
 
