@@ -7,12 +7,15 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers import TOKEN
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from stageflow.engine.devserver import DEV_SERVER_DYNAMIC_CONFIG
 from stageflow.transfer.store import ContentStore
 from stageflow.worker.dataplane import DataPlane, serve_store
 
@@ -44,6 +47,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         ui=False,
         dev_server_log_level="error",
+        dev_server_extra_args=[f"--dynamic-config-value={v}" for v in DEV_SERVER_DYNAMIC_CONFIG],
+        dev_server_startup_timeout=timedelta(seconds=60),
     )
     try:
         yield env
@@ -73,9 +78,6 @@ def log_dir(tmp_path: Path) -> Path:
     path = tmp_path / "log"
     path.mkdir()
     return path
-
-
-TOKEN = "test-token-" + "t" * 24
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from stageflow.engine.types import RunState
 from stageflow.spec.model import Pipeline
 
 STEPS = "steps"
+TOKEN = "test-token-" + "t" * 24
+"""The deployment token of the data planes tests start in-process."""
 
 
 def fn(name: str) -> str:

@@ -114,3 +114,17 @@ def digest_tree(data: Path, ctx: StageContext) -> dict[str, Any]:
         "is_path": isinstance(data, Path),
         "summary": ctx.artifact(summary),
     }
+
+
+def write_blob(size: int, ctx: StageContext) -> dict[str, Any]:
+    path = ctx.output_dir() / "blob.bin"
+    path.write_bytes(os.urandom(size))
+    return {"blob": ctx.artifact(path), "worker": ctx.worker}
+
+
+def read_blob(blob: Path, seconds: float, ctx: StageContext) -> dict[str, Any]:
+    import hashlib
+
+    time.sleep(seconds)
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    return {"sha256": digest, "worker": ctx.worker, "at": str(blob)}

@@ -25,7 +25,13 @@ from typing import IO
 from stageflow._process import die_with_parent
 from stageflow.errors import ConfigError
 
+DEV_SERVER_DYNAMIC_CONFIG = ("history.transferProcessorMaxPollRPS=1000",)
+"""Dev-server settings of the embedded default. The dev server reads its transfer queue at most
+20 times a second, which adds ~50 ms to every stage dispatch once its burst is spent; real
+clusters spread this over many shards. Measured by benchmarks/engine.py (see its README)."""
+
 __all__ = [
+    "DEV_SERVER_DYNAMIC_CONFIG",
     "EmbeddedServer",
     "find_temporal_binary",
     "free_port",
@@ -140,6 +146,8 @@ def _start(
     argv = [binary, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port)]
     argv += ["--db-filename", str(directory / "temporal.sqlite"), "--log-level", "warn"]
     argv += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
+    for setting in DEV_SERVER_DYNAMIC_CONFIG:
+        argv += ["--dynamic-config-value", setting]
     log = open(directory / "server.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         process = subprocess.Popen(

@@ -27,7 +27,9 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from stageflow.engine import types as t
+    from stageflow.engine.locality import LOCALITY_WAIT_S, Peers, direct_outcome
     from stageflow.spec.templates import TemplateError, render
+    from stageflow.transfer.artifacts import ref_locations
 
 __all__ = ["RUN_STAGE_ACTIVITY", "PipelineWorkflow"]
 
@@ -52,6 +54,7 @@ class PipelineWorkflow:
                 partial = replace(kept, status=t.PENDING, error=None) if kept else None
                 self._state[stage.name] = partial or t.StageState(task_queue=stage.task_queue)
         self._paused = False
+        self._peers = Peers()
         self._approved: set[str] = set()
         self._status = "running"
         self._started_at = workflow.now().isoformat()
@@ -203,27 +206,61 @@ class PipelineWorkflow:
     async def _execute(
         self, plan: t.StagePlan, params: dict[str, Any], index: int | None, values: Any
     ) -> t.StageResult:
+        """Run one stage (instance): near its inputs if a worker there is free, else anywhere."""
+        task = t.StageTask(
+            run_id=self._run.run_id,
+            pipeline=self._run.pipeline,
+            stage=plan.name,
+            uses=plan.uses,
+            params=params,
+            instance=index,
+            matrix=values,
+            heartbeat_timeout_s=plan.heartbeat_timeout_s,
+            persist=plan.persist,
+        )
+        activity_id = plan.name if index is None else f"{plan.name}[{index}]"
+        attempts = plan.retry.max_attempts
+        direct = self._peers.pick(ref_locations(params), plan.task_queue)
+        if direct is not None:
+            try:
+                result = await self._activity(
+                    plan, task, direct, f"{activity_id}@near", attempts=1, near=True
+                )
+                self._peers.learn(result)
+                return result
+            except ActivityError as exc:
+                outcome = direct_outcome(exc, plan.retry.non_retryable)
+                if outcome.fatal or (outcome.ran and attempts == 1):
+                    raise
+                if outcome.ran:
+                    attempts -= 1
+                    task.attempt_offset, task.resume = 1, outcome.checkpoint
+        result = await self._activity(plan, task, plan.task_queue, activity_id, attempts=attempts)
+        self._peers.learn(result)
+        return result
+
+    async def _activity(
+        self,
+        plan: t.StagePlan,
+        task: t.StageTask,
+        task_queue: str,
+        activity_id: str,
+        *,
+        attempts: int,
+        near: bool = False,
+    ) -> t.StageResult:
         retry = plan.retry
         return await workflow.execute_activity(
             RUN_STAGE_ACTIVITY,
-            t.StageTask(
-                run_id=self._run.run_id,
-                pipeline=self._run.pipeline,
-                stage=plan.name,
-                uses=plan.uses,
-                params=params,
-                instance=index,
-                matrix=values,
-                heartbeat_timeout_s=plan.heartbeat_timeout_s,
-                persist=plan.persist,
-            ),
+            task,
             result_type=t.StageResult,
-            task_queue=plan.task_queue,
-            activity_id=plan.name if index is None else f"{plan.name}[{index}]",
+            task_queue=task_queue,
+            activity_id=activity_id,
             start_to_close_timeout=timedelta(seconds=plan.timeout_s),
+            schedule_to_start_timeout=timedelta(seconds=LOCALITY_WAIT_S) if near else None,
             heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
             retry_policy=RetryPolicy(
-                maximum_attempts=retry.max_attempts,
+                maximum_attempts=attempts,
                 initial_interval=timedelta(seconds=retry.initial_interval_s),
                 backoff_coefficient=retry.backoff,
                 maximum_interval=(

@@ -42,16 +42,21 @@ class StageActivities:
         self.identity = identity
         self.data_plane = data_plane
         self.server_url = server_url
+        self.direct_queue: str | None = None
+        self.serves: list[str] = []
 
     @activity.defn(name=RUN_STAGE_ACTIVITY)
     async def run_stage(self, task: StageTask) -> StageResult:
         info = activity.info()
         previous = info.heartbeat_details[0] if info.heartbeat_details else None
+        if previous is None and task.resume is not None:
+            previous = {"checkpoint": task.resume}
+        attempt = info.attempt + task.attempt_offset
         ctx = StageContext(
             run_id=task.run_id,
             pipeline=task.pipeline,
             stage=task.stage,
-            attempt=info.attempt,
+            attempt=attempt,
             instance=task.instance,
             matrix=task.matrix,
             worker=self.identity,
@@ -73,12 +78,16 @@ class StageActivities:
         except ApplicationError:
             raise
         except Exception as exc:
-            raise _as_application_error(exc, info.attempt) from exc
+            raise _as_application_error(exc, ctx) from exc
         finally:
             beat.cancel()
-        location = self.data_plane.url if self.data_plane else None
         return StageResult(
-            outputs=outputs, attempt=info.attempt, worker=self.identity, location=location
+            outputs=outputs,
+            attempt=attempt,
+            worker=self.identity,
+            location=self.data_plane.url if self.data_plane else None,
+            direct_queue=self.direct_queue,
+            serves=self.serves,
         )
 
     async def _inputs(self, task: StageTask, ctx: StageContext, *, native_paths: bool) -> Any:
@@ -118,8 +127,10 @@ async def _heartbeat_forever(ctx: StageContext, heartbeat_timeout_s: float) -> N
     """Heartbeat often enough that a lost worker is noticed after ``heartbeat_timeout_s``."""
     interval = max(0.1, min(1.0, heartbeat_timeout_s / 4))
     while True:
-        activity.heartbeat(ctx.heartbeat_details())
+        # Sleep first: a stage shorter than one interval costs the server no heartbeat write
+        # (checkpoints and progress are sent at once by the context anyway).
         await asyncio.sleep(interval)
+        activity.heartbeat(ctx.heartbeat_details())
 
 
 def _checked_outputs(outputs: Any, uses: str) -> dict[str, Any]:
@@ -141,15 +152,16 @@ def _checked_outputs(outputs: Any, uses: str) -> dict[str, Any]:
     return outputs
 
 
-def _as_application_error(exc: Exception, attempt: int) -> ApplicationError:
+def _as_application_error(exc: Exception, ctx: StageContext) -> ApplicationError:
     non_retryable = isinstance(exc, ValidationError | ConfigError) or (
         isinstance(exc, StageError) and exc.non_retryable
     )
     message = str(exc) or type(exc).__name__
     tail = "".join(traceback.format_exception(exc)[-6:])
+    details = {"attempt": ctx.attempt, "traceback": tail, **ctx.heartbeat_details()}
     return ApplicationError(
         message,
-        {"attempt": attempt, "traceback": tail},
+        details,
         type=type(exc).__name__,
         non_retryable=non_retryable,
     )

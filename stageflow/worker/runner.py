@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -60,6 +61,11 @@ class StageWorker:
         activities = StageActivities(
             identity=self.identity, data_plane=data_plane, server_url=server_url
         )
+        if data_plane is not None and self.task_queues:
+            # See engine/locality.py: stages whose inputs are here are offered here first.
+            activities.direct_queue = f"stageflow.direct.{self.identity}.{uuid.uuid4().hex[:8]}"
+            activities.serves = list(self.task_queues)
+        direct = [activities.direct_queue] if activities.direct_queue else []
         grace = timedelta(seconds=self.settings.shutdown_grace)
         self._workers = [
             Worker(
@@ -70,7 +76,7 @@ class StageWorker:
                 graceful_shutdown_timeout=grace,
                 identity=self.identity,
             )
-            for queue in self.task_queues
+            for queue in [*self.task_queues, *direct]
         ]
         if workflows:
             self._workers.append(
