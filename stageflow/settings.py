@@ -8,11 +8,12 @@ read by ``temporalio.envconfig``; with no address set, stageflow runs an embedde
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DataSettings", "EngineSettings", "TransferSettings", "WorkerSettings"]
+__all__ = ["DataSettings", "EngineSettings", "LogSettings", "TransferSettings", "WorkerSettings"]
 
 
 class EngineSettings(BaseSettings):
@@ -34,13 +35,50 @@ class EngineSettings(BaseSettings):
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STAGEFLOW_WORKER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="STAGEFLOW_WORKER_", extra="ignore", populate_by_name=True
+    )
 
     concurrency: int = Field(
         50, ge=1, description="Stages one worker runs at once on each task queue it polls."
     )
     shutdown_grace: float = Field(
         30.0, ge=0, description="Seconds a stopping worker lets running stages finish."
+    )
+    server_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("STAGEFLOW_SERVER_URL", "STAGEFLOW_WORKER_SERVER_URL"),
+        description="The control plane (`stageflow server`) the worker registers with and ships "
+        "stage logs to (`STAGEFLOW_SERVER_URL`); none: logs stay local, no registration.",
+    )
+    cost_per_hour: float | None = Field(
+        None, ge=0, description="What this machine costs per hour, reported to the control plane."
+    )
+    heartbeat_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between the worker's heartbeats to the control plane (it is shown "
+        "as lost after 3 missed ones).",
+    )
+    log_queue_lines: int = Field(
+        10_000,
+        ge=1,
+        description="Captured log lines held in memory before they spill to the on-disk spool.",
+    )
+    log_spool_max_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="Most disk the log spool may take while the control plane is away; lines "
+        "beyond it are dropped (and counted in the worker's log).",
+    )
+    log_flush_interval: float = Field(
+        0.5, gt=0, description="Seconds a captured line waits at most before it is shipped."
+    )
+    log_flush_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a stopping worker spends shipping its last lines; the rest stays in "
+        "the spool for the next start.",
     )
 
 
@@ -66,7 +104,9 @@ class TransferSettings(BaseSettings):
 class DataSettings(BaseSettings):
     """Where this process keeps artifacts and how peers reach it."""
 
-    model_config = SettingsConfigDict(env_prefix="STAGEFLOW_DATA_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="STAGEFLOW_DATA_", extra="ignore", populate_by_name=True
+    )
 
     staging_dir: Path | None = Field(
         None, description="Content-addressed staging dir (default: <home>/staging)."
@@ -77,10 +117,25 @@ class DataSettings(BaseSettings):
         None, description="Base URL peers use to reach us (default: http://<bind>:<port>)."
     )
     server_url: str | None = Field(
-        None, description="The data server (`stageflow server`) that persisted artifacts go to."
+        None,
+        description="The data server (`stageflow server`) that persisted artifacts go to; "
+        "defaults to STAGEFLOW_SERVER_URL, the same process as the control plane.",
+        validation_alias=AliasChoices("STAGEFLOW_DATA_SERVER_URL", "STAGEFLOW_SERVER_URL"),
     )
     gc_ttl: float = Field(
         7 * 86400,
         gt=0,
         description="`stageflow gc` removes unreferenced staging data older than this.",
+    )
+
+
+class LogSettings(BaseSettings):
+    """How a stageflow process writes its own log (``STAGEFLOW_LOG_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="STAGEFLOW_LOG_", extra="ignore")
+
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="`json`: one JSON object per line on stderr (with run_id, stage and attempt "
+        "on what stages log and print), for log collectors; `text`: for people.",
     )

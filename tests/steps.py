@@ -128,3 +128,12 @@ def read_blob(blob: Path, seconds: float, ctx: StageContext) -> dict[str, Any]:
     time.sleep(seconds)
     digest = hashlib.sha256(blob.read_bytes()).hexdigest()
     return {"sha256": digest, "worker": ctx.worker, "at": str(blob)}
+
+
+def chatty(lines: int, delay: float, ctx: StageContext) -> dict[str, Any]:
+    """Print and log lines slowly, so a watcher sees them arrive one by one."""
+    for number in range(1, lines + 1):
+        print(f"chatty line {number} of {lines}")
+        ctx.logger.info("logged line %d", number)
+        time.sleep(delay)
+    return {"lines": lines}

@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from stageflow.cli import logs as logs_cmd
 from stageflow.cli import run as run_cmd
 from stageflow.cli import runs as runs_cmd
 from stageflow.cli import schedule as schedule_cmd
@@ -15,6 +16,9 @@ from stageflow.cli import server as server_cmd
 from stageflow.cli import transfer as transfer_cmd
 from stageflow.cli import validate as validate_cmd
 from stageflow.cli import worker as worker_cmd
+from stageflow.cli import workers as workers_cmd
+from stageflow.settings import LogSettings
+from stageflow.worker.jsonlog import configure_process_logging
 
 app = typer.Typer(
     name="stageflow",
@@ -29,14 +33,14 @@ app.command()(worker_cmd.up)
 app.command()(server_cmd.server)
 app.command()(transfer_cmd.transfer)
 app.command()(transfer_cmd.gc)
+app.command()(logs_cmd.logs)
+app.command()(workers_cmd.workers)
 app.add_typer(runs_cmd.app, name="runs", help="List, inspect and steer runs.")
 app.add_typer(schedule_cmd.app, name="schedule", help="Cron schedules of pipelines.")
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_process_logging(LogSettings().format)
     code: int | str | None = 0
     try:
         app()

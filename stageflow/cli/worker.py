@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import typer
@@ -14,7 +16,9 @@ from stageflow.cli.common import console, run_async, show_stage_logs
 from stageflow.cli.dataplane import embedded_data_server, worker_data_plane
 from stageflow.engine.client import engine_session
 from stageflow.engine.devserver import is_listening
-from stageflow.settings import DataSettings, EngineSettings, WorkerSettings
+from stageflow.settings import DataSettings, EngineSettings, LogSettings, WorkerSettings
+from stageflow.worker.dataplane import DataPlane
+from stageflow.worker.lifecycle import WorkerLifecycle
 from stageflow.worker.runner import StageWorker, default_identity, task_queues_for
 
 UP_QUEUES = ["default", "ml", "api"]
@@ -24,17 +28,53 @@ def _split_tags(tags: str) -> list[str]:
     return [tag.strip() for tag in tags.split(",") if tag.strip()]
 
 
-async def _serve(worker: StageWorker, settings: WorkerSettings) -> None:
+@asynccontextmanager
+async def _lifecycle(
+    worker: StageWorker, data_plane: DataPlane, queues: list[str], tags: list[str]
+) -> AsyncIterator[WorkerLifecycle]:
+    """Log capture, shipping and registration around ``worker`` (see worker/lifecycle.py)."""
+    log_format = LogSettings().format
+    lifecycle = WorkerLifecycle(
+        worker_id=worker.identity,
+        queues=queues,
+        tags=tags,
+        staging_dir=data_plane.root,
+        data_url=data_plane.url,
+        token=data_plane.token,
+        settings=worker.settings,
+        log_format=log_format,
+        running_stages=lambda: worker.running_stages,
+    )
+    async with lifecycle:
+        worker.activities.events = lifecycle.events
+        if lifecycle.server_url:
+            console.print(f"reporting to the control plane at {lifecycle.server_url}")
+        # The console is this process's own output: keep it out of the stages' captured lines.
+        console.file = lifecycle.capture.real_stdout
+        try:
+            if log_format != "json":
+                show_stage_logs()
+            yield lifecycle
+        finally:
+            console.file = None  # type: ignore[assignment]  # back to following sys.stdout
+
+
+async def _serve(worker: StageWorker, settings: WorkerSettings, lifecycle: WorkerLifecycle) -> None:
     """Run until SIGINT/SIGTERM, then drain: running stages get the grace period to finish."""
-    show_stage_logs()
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(settings.concurrency, thread_name_prefix="stage"))
+    stage_threads = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="stage")
+    loop.set_default_executor(stage_threads)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
         await stop.wait()
         console.print(f"stopping: running stages have {settings.shutdown_grace:g}s to finish")
+        await lifecycle.drain(worker)
+    # A sync stage cancelled after the grace period keeps its thread until it returns; don't
+    # let asyncio.run wait for it on the way out (the process exit ends it).
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    stage_threads.shutdown(wait=False, cancel_futures=True)
 
 
 def worker(
@@ -46,14 +86,28 @@ def worker(
     workflows: bool = typer.Option(True, help="Also run pipeline workflow tasks."),
     identity: str | None = typer.Option(None, help="Name shown for this worker."),
     concurrency: int | None = typer.Option(None, help="Stages at once per task queue."),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        help="Control plane URL to register with and ship stage logs to "
+        "(default: STAGEFLOW_SERVER_URL; none: logs stay local).",
+    ),
+    cost_per_hour: float | None = typer.Option(
+        None, "--cost-per-hour", min=0, help="What this machine costs per hour (reported)."
+    ),
 ) -> None:
     """Serve stages on task queues; routing by tags is explained in `engine/routing.py`."""
     for entry in path:
         sys.path.insert(0, str(entry.resolve()))
     settings = WorkerSettings()
-    if concurrency:
-        settings = settings.model_copy(update={"concurrency": concurrency})
-    task_queues = task_queues_for(queue, _split_tags(tags))
+    overrides = {
+        "concurrency": concurrency or None,
+        "server_url": server,
+        "cost_per_hour": cost_per_hour,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    tag_list = _split_tags(tags)
+    task_queues = task_queues_for(queue, tag_list)
 
     engine_settings = EngineSettings()
 
@@ -74,7 +128,8 @@ def worker(
                 data_plane=data_plane,
                 server_url=DataSettings().server_url,
             )
-            await _serve(stage_worker, settings)
+            async with _lifecycle(stage_worker, data_plane, queue, tag_list) as lifecycle:
+                await _serve(stage_worker, settings, lifecycle)
 
     run_async(main)
 
@@ -92,7 +147,8 @@ def up(
     if ui_port and not is_listening(f"127.0.0.1:{ui_port}"):
         settings = settings.model_copy(update={"temporal_ui_port": ui_port})
     worker_settings = WorkerSettings()
-    task_queues = task_queues_for(queue, _split_tags(tags))
+    tag_list = _split_tags(tags)
+    task_queues = task_queues_for(queue, tag_list)
 
     async def main() -> None:
         async with (
@@ -115,6 +171,7 @@ def up(
                 data_plane=data_plane,
                 server_url=server_url,
             )
-            await _serve(stage_worker, worker_settings)
+            async with _lifecycle(stage_worker, data_plane, queue, tag_list) as lifecycle:
+                await _serve(stage_worker, worker_settings, lifecycle)
 
     run_async(main)

@@ -88,7 +88,12 @@ async def list_schedules(client: Client) -> list[ScheduleInfo]:
     async for entry in await client.list_schedules():
         if not entry.id.startswith(PREFIX):
             continue
-        description = await client.get_schedule_handle(entry.id).describe()
+        try:
+            description = await client.get_schedule_handle(entry.id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue  # deleted since the (eventually consistent) listing was taken
+            raise
         state = description.schedule.state
         found.append(
             ScheduleInfo(

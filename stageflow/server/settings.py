@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServerSettings"]
@@ -20,4 +20,35 @@ class ServerSettings(BaseSettings):
     )
     max_upload_bytes: int = Field(
         1 << 40, ge=1, description="Largest artifact a worker may upload (bytes)."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the control DB (default: sqlite:///<data dir>/control.db; "
+        "postgresql://user:pass@host/db in production).",
+    )
+    read_token: SecretStr | None = Field(
+        None,
+        description="The read-only API token (GET only); default: <home>/read-token, generated.",
+    )
+    heartbeat_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between worker heartbeats (the workers' own interval, 5 by default); "
+        "a worker silent for 3 intervals is shown as lost.",
+    )
+    log_poll_interval: float = Field(
+        0.5,
+        gt=0,
+        description="How often log followers look for new lines in the DB (lines posted to "
+        "this process wake them at once; the poll catches lines other processes stored).",
+    )
+    follow_grace: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a log follower keeps tailing after its run ended, for late lines.",
+    )
+    index_sync_interval: float = Field(
+        2.0,
+        ge=0,
+        description="Least seconds between two refreshes of the run index from Temporal.",
     )

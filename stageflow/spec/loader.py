@@ -104,7 +104,13 @@ def read_yaml(text: str, filename: str) -> YamlDocument:
     """Parse one YAML document; syntax errors and duplicate keys become located issues."""
     positions = Positions()
     issues: list[SpecIssue] = []
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        row = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"character U+{exc.character:04X} is not allowed in YAML"
+        return YamlDocument(None, positions, [SpecIssue(filename, row, col, "", message)])
     # The key nodes written in each mapping itself (not brought in by ``<<: *anchor``), by id
     # of the mapping node; taken before flattening, which an alias to the node would repeat.
     written: dict[int, set[int]] = {}

@@ -66,6 +66,8 @@ def _without(data: dict[str, Any], locs: list[Loc]) -> dict[str, Any]:
     """A copy of ``data`` with the value at each ``loc`` removed."""
     copy = copy_module.deepcopy(data)
     for loc in locs:
+        if not loc:
+            continue
         parent: Any = copy
         for key in loc[:-1]:
             parent = parent.get(key) if isinstance(parent, dict) else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import traceback
 from typing import Any
 
@@ -22,6 +23,8 @@ from stageflow.executors.registry import get_executor
 from stageflow.transfer.artifacts import find_refs, map_refs
 from stageflow.worker.context import StageContext
 from stageflow.worker.dataplane import DataPlane
+from stageflow.worker.events import EventReporter
+from stageflow.worker.logcapture import stage_scope
 
 __all__ = ["MAX_OUTPUT_BYTES", "StageActivities"]
 
@@ -44,6 +47,10 @@ class StageActivities:
         self.server_url = server_url
         self.direct_queue: str | None = None
         self.serves: list[str] = []
+        self.running = 0
+        """Stages running in this process now (reported in the worker's heartbeat)."""
+        self.events: EventReporter | None = None
+        """Where attempt events go (set when the worker reports to a control plane)."""
 
     @activity.defn(name=RUN_STAGE_ACTIVITY)
     async def run_stage(self, task: StageTask) -> StageResult:
@@ -64,6 +71,49 @@ class StageActivities:
             data_plane=self.data_plane,
             server_url=self.server_url,
         )
+        self.running += 1
+        self._event(ctx, "started", {"queue": info.task_queue})
+        started = time.monotonic()
+        try:
+            # Everything the stage prints or logs from here on (in tasks and threads it starts
+            # through asyncio too) is captured as this attempt's (worker/logcapture.py).
+            with stage_scope(ctx.key):
+                outputs = await self._run(task, ctx)
+        except asyncio.CancelledError:
+            self._event(ctx, "cancelled", {"duration_s": time.monotonic() - started})
+            raise
+        except ApplicationError as exc:
+            detail = {"duration_s": time.monotonic() - started, "error": exc.message}
+            self._event(ctx, "failed", {**detail, "type": exc.type})
+            raise
+        finally:
+            self.running -= 1
+        detail = {"duration_s": time.monotonic() - started, "outputs": outputs}
+        if isinstance(outputs.get("bytes"), int) and outputs.get("seconds"):
+            detail.update(bytes=outputs["bytes"], seconds=outputs["seconds"])
+        self._event(ctx, "succeeded", detail)
+        return StageResult(
+            outputs=outputs,
+            attempt=attempt,
+            worker=self.identity,
+            location=self.data_plane.url if self.data_plane else None,
+            direct_queue=self.direct_queue,
+            serves=self.serves,
+        )
+
+    def _event(self, ctx: StageContext, status: str, detail: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.report(
+                run_id=ctx.run_id,
+                stage=ctx.stage,
+                instance=ctx.instance,
+                attempt=ctx.attempt,
+                status=status,
+                worker=self.identity,
+                detail=detail,
+            )
+
+    async def _run(self, task: StageTask, ctx: StageContext) -> dict[str, Any]:
         beat = asyncio.create_task(_heartbeat_forever(ctx, task.heartbeat_timeout_s))
         try:
             executor = get_executor(task.uses)()
@@ -81,14 +131,7 @@ class StageActivities:
             raise _as_application_error(exc, ctx) from exc
         finally:
             beat.cancel()
-        return StageResult(
-            outputs=outputs,
-            attempt=attempt,
-            worker=self.identity,
-            location=self.data_plane.url if self.data_plane else None,
-            direct_queue=self.direct_queue,
-            serves=self.serves,
-        )
+        return outputs
 
     async def _inputs(self, task: StageTask, ctx: StageContext, *, native_paths: bool) -> Any:
         """The stage's parameters with every artifact ref fetched, verified and made local."""

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
+from stageflow.worker.logcapture import StageKey
+
 if TYPE_CHECKING:
     from stageflow.worker.dataplane import DataPlane
 
@@ -69,12 +71,16 @@ class StageContext:
         self._progress: Progress | None = None
         if isinstance(previous_details, dict) and "checkpoint" in previous_details:
             self._checkpoint = previous_details["checkpoint"]
-        where = stage if instance is None else f"{stage}[{instance}]"
+        self.key = StageKey(run_id=run_id, stage=stage, instance=instance, attempt=attempt)
+        """Which stage attempt this is, as the log capture tags its lines."""
+        where = self.key.name
         self.name = where
         """``stage`` or ``stage[i]`` for a matrix instance."""
+        # ``stage_key`` lets the capture attribute a record even when it is logged from a thread
+        # the stage started without its context (see worker/logcapture.py).
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"stageflow.stage.{stage}"),
-            {"run_id": run_id, "stage": where, "attempt": attempt},
+            {"run_id": run_id, "stage": where, "attempt": attempt, "stage_key": self.key},
         )
 
     @property

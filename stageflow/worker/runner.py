@@ -58,9 +58,10 @@ class StageWorker:
         self.settings = settings or WorkerSettings()
         self.identity = identity or default_identity()
         self.task_queues = list(dict.fromkeys(task_queues))
-        activities = StageActivities(
+        self.activities = activities = StageActivities(
             identity=self.identity, data_plane=data_plane, server_url=server_url
         )
+        self._activities = activities
         if data_plane is not None and self.task_queues:
             # See engine/locality.py: stages whose inputs are here are offered here first.
             activities.direct_queue = f"stageflow.direct.{self.identity}.{uuid.uuid4().hex[:8]}"
@@ -96,8 +97,19 @@ class StageWorker:
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
 
+    @property
+    def running_stages(self) -> int:
+        """Stages running in this process now."""
+        return self._activities.running
+
     async def shutdown(self) -> None:
-        """Stop polling, let running stages finish within the grace period, then return."""
+        """Stop polling, let running stages finish within the grace period, then return.
+
+        Stages still running after the grace period are cancelled; Temporal retries them on
+        another worker. Calling it again (or leaving the ``async with``) afterwards does nothing.
+        """
+        if not self._tasks:
+            return
         await asyncio.gather(*(worker.shutdown() for worker in self._workers))
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []

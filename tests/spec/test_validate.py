@@ -1112,3 +1112,17 @@ def test_parse_pipeline_uses_the_given_filename() -> None:
     with pytest.raises(SpecError) as info:
         parse_pipeline("name: p\nstages:\n  a: {uses: nope}\n")
     assert info.value.issues[0].file == "<string>"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: a\x07\nstages: {}\n", "<string>:1:8: character U+0007 is not allowed"),
+        ("- just\n- a list\n", "a pipeline spec must be a mapping"),
+        ("name: x\nstages: 3\n", "stages"),
+    ],
+)
+def test_malformed_documents_are_spec_errors(text: str, expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_pipeline(text)
+    assert expected in str(caught.value)
