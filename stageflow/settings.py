@@ -42,6 +42,9 @@ class WorkerSettings(BaseSettings):
     concurrency: int = Field(
         50, ge=1, description="Stages one worker runs at once on each task queue it polls."
     )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port for the Temporal SDK's Prometheus metrics."
+    )
     shutdown_grace: float = Field(
         30.0, ge=0, description="Seconds a stopping worker lets running stages finish."
     )

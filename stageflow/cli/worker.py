@@ -14,7 +14,7 @@ import typer
 
 from stageflow.cli.common import console, run_async, show_stage_logs
 from stageflow.cli.dataplane import embedded_data_server, worker_data_plane
-from stageflow.engine.client import engine_session
+from stageflow.engine.client import engine_session, metrics_runtime
 from stageflow.engine.devserver import is_listening
 from stageflow.settings import DataSettings, EngineSettings, LogSettings, WorkerSettings
 from stageflow.worker.dataplane import DataPlane
@@ -95,6 +95,9 @@ def worker(
     cost_per_hour: float | None = typer.Option(
         None, "--cost-per-hour", min=0, help="What this machine costs per hour (reported)."
     ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", help="Serve the Temporal SDK's metrics for Prometheus here."
+    ),
 ) -> None:
     """Serve stages on task queues; routing by tags is explained in `engine/routing.py`."""
     for entry in path:
@@ -110,10 +113,12 @@ def worker(
     task_queues = task_queues_for(queue, tag_list)
 
     engine_settings = EngineSettings()
+    metrics_port = metrics_port or settings.metrics_port
+    runtime = metrics_runtime(metrics_port) if metrics_port else None
 
     async def main() -> None:
         async with (
-            engine_session(engine_settings, owner="worker") as session,
+            engine_session(engine_settings, owner="worker", runtime=runtime) as session,
             worker_data_plane(engine_settings) as data_plane,
         ):
             name = identity or default_identity()

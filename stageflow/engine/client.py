@@ -15,6 +15,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfigProfile
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
 from stageflow.engine.devserver import EmbeddedServer, open_embedded_server
@@ -33,7 +34,16 @@ def configured_address() -> str | None:
     return _profile().address
 
 
-async def connect(address: str | None = None, *, attempts: int = 40) -> Client:
+def metrics_runtime(port: int, host: str = "0.0.0.0") -> Runtime:
+    """A Temporal runtime exporting the SDK's own metrics for Prometheus on ``host:port``."""
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}"))
+    )
+
+
+async def connect(
+    address: str | None = None, *, attempts: int = 40, runtime: Runtime | None = None
+) -> Client:
     """A client for ``address`` (or the configured cluster), retried while it starts up."""
     config: dict[str, Any] = dict(_profile().to_client_connect_config())
     if address is not None:
@@ -42,7 +52,7 @@ async def connect(address: str | None = None, *, attempts: int = 40) -> Client:
     last: Exception | None = None
     for _ in range(attempts):
         try:
-            return await Client.connect(**config)
+            return await Client.connect(**config, runtime=runtime)
         except (RPCError, RuntimeError) as exc:
             last = exc
             await asyncio.sleep(0.25)
@@ -64,15 +74,15 @@ class EngineSession:
 
 @asynccontextmanager
 async def engine_session(
-    settings: EngineSettings | None = None, *, owner: str = "cli"
+    settings: EngineSettings | None = None, *, owner: str = "cli", runtime: Runtime | None = None
 ) -> AsyncIterator[EngineSession]:
     """A connected client; in embedded mode the dev server lives as long as the session."""
     settings = settings or EngineSettings()
     if configured_address():
-        yield EngineSession(await connect(), None)
+        yield EngineSession(await connect(runtime=runtime), None)
         return
     server = open_embedded_server(settings.home, owner=owner, ui_port=settings.temporal_ui_port)
     try:
-        yield EngineSession(await connect(server.address), server)
+        yield EngineSession(await connect(server.address, runtime=runtime), server)
     finally:
         server.stop()
