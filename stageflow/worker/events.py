@@ -41,14 +41,17 @@ class EventReporter:
         self._task = asyncio.create_task(self._run())
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (within ``timeout``), then stop."""
+        """Send what is queued (within ``timeout``), then stop. Never raises: events are a
+        best-effort feed, and a worker's shutdown must not fail over them."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._send_all(), timeout)
+        except (TimeoutError, ControlPlaneError) as exc:
+            log.warning("%d stage events not sent at shutdown: %s", len(self._queue), exc)
 
     async def _run(self) -> None:
         backoff = self.interval
@@ -67,7 +70,7 @@ class EventReporter:
             try:
                 await self.client.post("/api/v1/events", {"events": batch})
             except ControlPlaneError as exc:
-                if not exc.rejected:
+                if not exc.rejected and exc.status != 404:
                     raise
                 log.warning("the control plane refused %d stage events: %s", len(batch), exc)
             for _ in batch:
