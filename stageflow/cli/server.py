@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 import uvicorn
 
-from stageflow.cli.common import console, err_console
+from stageflow.cli.common import EXIT_INVALID, console, err_console
 from stageflow.errors import StageflowError
 from stageflow.server.app import create_server_app
 from stageflow.server.control import ControlConfig
 from stageflow.server.db import default_database_url
-from stageflow.server.settings import ServerSettings
+from stageflow.server.settings import load_server_settings
 from stageflow.server.tokens import READ_TOKEN_ENV, load_server_tokens
 from stageflow.settings import EngineSettings, TransferSettings
 from stageflow.transfer.auth import TOKEN_ENV
@@ -26,9 +28,16 @@ def server(
         help="Control DB (default: STAGEFLOW_SERVER_DATABASE_URL, else SQLite under the data "
         "dir); e.g. postgresql://user:pass@host/stageflow.",
     ),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML file of server settings (STAGEFLOW_SERVER_* win over it)."
+    ),
 ) -> None:
     """Run the server: the API under /api/v1 (docs at /docs), /metrics, and the data server."""
-    settings = ServerSettings()
+    try:
+        settings = load_server_settings(config)
+    except StageflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_INVALID) from None
     updates = {
         key: value
         for key, value in {"bind": bind, "port": port, "database_url": database_url}.items()
@@ -58,14 +67,14 @@ def server(
     lines.append(f"read-only token: {read_from} (GET only: dashboards, Prometheus)")
     for line in lines:  # paths only: a token's value is never printed
         err_console.print(line, soft_wrap=True, highlight=False, markup=False)
-    config = ControlConfig(
+    control = ControlConfig(
         database_url=settings.database_url or default_database_url(data_dir),
         tokens=tokens,
         settings=settings,
         engine=engine,
     )
     app = create_server_app(
-        store, token=tokens.admin, max_upload_bytes=settings.max_upload_bytes, control=config
+        store, token=tokens.admin, max_upload_bytes=settings.max_upload_bytes, control=control
     )
     url = f"http://{settings.bind}:{settings.port}"
     console.print(

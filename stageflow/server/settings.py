@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+import yaml
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServerSettings"]
+from stageflow.errors import ConfigError
+
+__all__ = ["CONFIG_ENV", "ServerSettings", "load_server_settings"]
 
 
 class ServerSettings(BaseSettings):
@@ -52,3 +56,34 @@ class ServerSettings(BaseSettings):
         ge=0,
         description="Least seconds between two refreshes of the run index from Temporal.",
     )
+
+
+CONFIG_ENV = "STAGEFLOW_SERVER_CONFIG"
+
+
+def load_server_settings(config: Path | None = None) -> ServerSettings:
+    """Settings from the optional YAML file (``--config`` or ``STAGEFLOW_SERVER_CONFIG``), with
+    ``STAGEFLOW_SERVER_*`` variables taking precedence over it, and defaults for the rest."""
+    path = config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is None:
+        return ServerSettings()
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the server settings: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, e.g. `port: 8700`")
+    unknown = sorted(set(values) - set(ServerSettings.model_fields))
+    if unknown:
+        known = ", ".join(sorted(ServerSettings.model_fields))
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)} (known: {known})")
+    from_env = {
+        name
+        for name in ServerSettings.model_fields
+        if f"STAGEFLOW_SERVER_{name.upper()}" in os.environ
+    }
+    try:
+        return ServerSettings(**{k: v for k, v in values.items() if k not in from_env})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
