@@ -200,11 +200,15 @@ class Session:
             limits=httpx.Limits(max_connections=streams, max_keepalive_connections=streams),
             trust_env=False,
         )
+        from stageflow.transfer._fast_range import FastRanges
+
+        self.fast = FastRanges(token, timeout)
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.fast.close()
         await self.client.aclose()
 
     async def retrying(self, what: str, attempt: Callable[[], Awaitable[_T]]) -> _T:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stageflow.errors import DiskFullError, IntegrityError, TransferError
+from stageflow.transfer._fast_range import Fallback
 from stageflow.transfer._http_session import (
     BadBody,
     NotHere,
@@ -61,7 +62,7 @@ MAX_TRIES_PER_CHUNK = 3
 _PIECE = 64 * 1024
 
 
-def _sha256(data: bytes | bytearray) -> str:
+def _sha256(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -73,6 +74,14 @@ def _intact_chunks(partial: Partial, manifest: ChunkManifest) -> set[int]:
         if _sha256(partial.read_at(offset, length)) == expected:
             intact.add(index)
     return intact
+
+
+def _hash_range(partial: Partial, whole: hashlib._Hash, start: int, end: int) -> None:
+    block = 4 << 20
+    while start < end:
+        data = partial.read_at(start, min(block, end - start))
+        whole.update(data)
+        start += len(data)
 
 
 def _read_chunk(path: Path, offset: int, length: int) -> bytes:
@@ -113,9 +122,24 @@ class _Client(Session):
         return ChunkManifest.from_json(response.content, expect_sha=sha)
 
     async def _get_range(
-        self, base: str, manifest: ChunkManifest, offset: int, length: int, zstd: bool
-    ) -> bytearray:
+        self,
+        base: str,
+        manifest: ChunkManifest,
+        offset: int,
+        length: int,
+        zstd: bool,
+        into: bytearray,
+    ) -> memoryview | bytearray:
         last = offset + length - 1
+        if not zstd and self.limiter is None:
+            view = memoryview(into)[:length]
+            try:
+                await self.fast.get_into(base, manifest.sha256, offset, last, manifest.size, view)
+            except Fallback:
+                pass
+            else:
+                self.stats.bytes_received += length
+                return view
         headers = {
             "Range": f"bytes={offset}-{last}",
             "Accept-Encoding": "zstd" if zstd else "identity",
@@ -135,7 +159,9 @@ class _Client(Session):
             if encoding not in ("identity", "zstd"):
                 raise PeerRejectedError(f"{base} sent Content-Encoding {encoding!r}")
             unpack = BoundedDecompressor(length) if encoding == "zstd" else None
-            buffer = bytearray()
+            target = memoryview(into)
+            filled = 0
+            buffer: memoryview | bytearray = target[:0]
             async for raw in response.aiter_raw():
                 self.stats.bytes_received += len(raw)
                 await self.throttle(len(raw))
@@ -145,9 +171,11 @@ class _Client(Session):
                     except ValueError as exc:
                         raise BadBody(str(exc)) from None
                 else:
-                    if len(buffer) + len(raw) > length:
+                    if filled + len(raw) > length:
                         raise BadBody(f"more than the {length} bytes asked for")
-                    buffer += raw
+                    target[filled : filled + len(raw)] = raw
+                    filled += len(raw)
+            buffer = target[:filled]
             if unpack is not None:
                 try:
                     buffer = unpack.result()
@@ -158,8 +186,13 @@ class _Client(Session):
         return buffer
 
     async def _fetch_chunk(
-        self, sources: _Sources, manifest: ChunkManifest, index: int, zstd: bool
-    ) -> bytearray:
+        self,
+        sources: _Sources,
+        manifest: ChunkManifest,
+        index: int,
+        zstd: bool,
+        into: bytearray,
+    ) -> memoryview | bytearray:
         offset, length = manifest.chunk_span(index)
         wrong = 0
         while True:
@@ -167,7 +200,7 @@ class _Client(Session):
             try:
                 data = await self.retrying(
                     f"chunk {index} of {manifest.sha256} from {base}",
-                    functools.partial(self._get_range, base, manifest, offset, length, zstd),
+                    functools.partial(self._get_range, base, manifest, offset, length, zstd, into),
                 )
                 problem = None
                 if await asyncio.to_thread(_sha256, data) != manifest.chunks[index]:
@@ -254,17 +287,47 @@ class _Client(Session):
             tally = Tally(manifest.size, reused, progress)
             pending = deque(i for i in range(manifest.count) if i not in intact)
 
+            landed = set(intact)
+            wake = asyncio.Event()
+            whole = hashlib.sha256()
+
             async def stream() -> None:
+                into = bytearray(manifest.chunk_size)
                 while pending:
                     index = pending.popleft()
-                    data = await self._fetch_chunk(sources, manifest, index, zstd)
+                    data = await self._fetch_chunk(sources, manifest, index, zstd, into)
                     offset = manifest.chunk_span(index)[0]
                     await asyncio.to_thread(partial.write_at, offset, data)
                     self.stats.chunks_transferred += 1
+                    landed.add(index)
+                    wake.set()
                     tally.add(len(data))
 
-            await run_all(stream() for _ in range(min(self.streams, len(pending))))
-            await asyncio.to_thread(store.commit_partial, sha)
+            async def hash_in_order() -> None:
+                # the whole-file sha256, fed chunk by chunk in order as they land
+                # (read back from the page cache), so no second pass is needed at the end
+                nxt = 0
+                while nxt < manifest.count:
+                    if nxt not in landed:
+                        wake.clear()
+                        await wake.wait()
+                        continue
+                    end = nxt
+                    while end < manifest.count and end in landed:
+                        end += 1
+                    first = manifest.chunk_span(nxt)[0]
+                    last_off, last_len = manifest.chunk_span(end - 1)
+                    await asyncio.to_thread(_hash_range, partial, whole, first, last_off + last_len)
+                    nxt = end
+
+            tasks = [stream() for _ in range(min(self.streams, len(pending)))]
+            await run_all([*tasks, hash_in_order()])
+            if whole.hexdigest() != sha:
+                raise IntegrityError(
+                    f"received bytes hash to {whole.hexdigest()}, not {sha}: the transfer "
+                    "was discarded; the source copy may be corrupt"
+                )
+            await asyncio.to_thread(store.commit_partial, sha, manifest, hashed=True)
         except (IntegrityError, DiskFullError):
             partial.close()
             store.discard_partial(sha)

@@ -22,6 +22,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -311,22 +312,43 @@ class ContentStore:
         for sidecar in self.partial_dir.glob(f"{validate_sha(sha)}.*"):
             unlink(sidecar)
 
-    def commit_partial(self, sha: str) -> ObjectInfo:
+    def commit_partial(
+        self, sha: str, manifest: ChunkManifest | None = None, *, hashed: bool = False
+    ) -> ObjectInfo:
         """Hash the whole partial file; move it into ``objects/`` if it is ``sha``.
 
         On a mismatch the partial is deleted and IntegrityError raised: its bytes are wrong
         somewhere the per-chunk checks could not see, so none of them can be trusted.
         """
         path = self.partial_path(sha)
-        hasher = ChunkHasher(self.chunk_size)
+        # The peer's chunk manifest (every chunk was verified against it as it landed) is kept
+        # when this store chunks the same way; ``hashed`` says the caller also hashed the whole
+        # file in order and found ``sha``, so the bytes need not be read again.
+        same_chunking = manifest is not None and manifest.chunk_size == self.chunk_size
+        known = manifest if same_chunking else None
         try:
             with open(path, "rb") as f:
-                for block in iter(lambda: f.read(_BLOCK), b""):
-                    hasher.update(block)
+                if known is not None and hashed:
+                    result = known
+                elif known is not None:
+                    whole = hashlib.sha256()
+                    for block in iter(lambda: f.read(_BLOCK), b""):
+                        whole.update(block)
+                    digest = whole.hexdigest()
+                    result = (
+                        known
+                        if digest == sha
+                        else ChunkManifest(digest, known.size, known.chunk_size, ())
+                    )
+                else:
+                    chunked = ChunkHasher(self.chunk_size)
+                    for block in iter(lambda: f.read(_BLOCK), b""):
+                        chunked.update(block)
+                    result = chunked.finish()
                 os.fsync(f.fileno())
         except FileNotFoundError:
             raise FileNotFoundError(f"no transfer of {sha} in progress in {self.root}") from None
-        manifest = hasher.finish()
+        manifest = result
         if manifest.sha256 != sha:
             self.discard_partial(sha)
             raise IntegrityError(
