@@ -150,13 +150,7 @@ class DataPlane:
 
     async def fetch(self, ref: dict[str, Any], progress: Any = None) -> None:
         """Bring the object (and a directory's files) of ``ref`` into the store."""
-        options: dict[str, Any] = {
-            "token": self.token,
-            "streams": self.transfer.streams,
-            "bandwidth": self.transfer.bandwidth,
-            "compress": self.transfer.compress,
-            "progress": progress,
-        }
+        options = {**self._transfer_options(), "progress": progress}
         if self._holds(ref):
             return
         locations = [loc for loc in ref["locations"] if loc != self.url]
@@ -169,6 +163,14 @@ class DataPlane:
             await http_client.fetch_dir(ref["sha256"], locations, self.store, **options)
         else:
             await http_client.download(ref["sha256"], locations, self.store, **options)
+
+    def _transfer_options(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "streams": self.transfer.streams,
+            "bandwidth": self.transfer.bandwidth,
+            "compress": self.transfer.compress,
+        }
 
     def _holds(self, ref: dict[str, Any]) -> bool:
         if not self.store.has(ref["sha256"]):
@@ -208,12 +210,7 @@ class DataPlane:
 
         Once the server holds a verified copy the staging copy can go (``keep_local=False``).
         """
-        options: dict[str, Any] = {
-            "token": self.token,
-            "streams": self.transfer.streams,
-            "bandwidth": self.transfer.bandwidth,
-            "compress": self.transfer.compress,
-        }
+        options = self._transfer_options()
         shas = [ref["sha256"]]
         if ref["kind"] == "dir":
             manifest = self.store.dir_manifest(ref["sha256"])
