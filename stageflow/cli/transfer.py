@@ -11,22 +11,14 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from stageflow.cli.common import EXIT_INVALID, console, err_console, run_async
-from stageflow.cli.dataplane import deployment_token
+from stageflow.cli.dataplane import deployment_token, staging_store
 from stageflow.settings import DataSettings, EngineSettings, TransferSettings
 from stageflow.spec.durations import parse_duration
 from stageflow.transfer import http_client
 from stageflow.transfer.gc import collect_garbage
 from stageflow.transfer.ssh import SshOptions, ssh_download, ssh_upload
-from stageflow.transfer.store import ContentStore
 
 _SHA_SOURCE = re.compile(r"^sha256:([0-9a-f]{64})$")
-
-
-def _store(settings: EngineSettings) -> ContentStore:
-    data = DataSettings()
-    return ContentStore(
-        data.staging_dir or settings.home / "staging", chunk_size=TransferSettings().chunk_size
-    )
 
 
 def transfer(
@@ -74,7 +66,7 @@ def transfer(
     async def _move(src: str, dst: str, progress: Any) -> dict[str, Any]:
         sha_source = _SHA_SOURCE.match(src)
         if sha_source:
-            store = _store(settings)
+            store = staging_store(settings)
             token = deployment_token(settings.home)
             locations = from_url or ([server_url] if server_url else [])
             if not locations:
@@ -101,7 +93,7 @@ def transfer(
                 raise typer.BadParameter(
                     "set --server or STAGEFLOW_DATA_SERVER_URL", param_hint="--server"
                 )
-            store = _store(settings)
+            store = staging_store(settings)
             token = deployment_token(settings.home)
             info = store.put_file(local)
             await http_client.upload(
@@ -132,7 +124,7 @@ def gc(
     except ValueError as exc:
         err_console.print(f"[red]error:[/red] --ttl: {exc}")
         raise typer.Exit(EXIT_INVALID) from None
-    report = collect_garbage(_store(EngineSettings()), ttl=seconds, dry_run=dry_run)
+    report = collect_garbage(staging_store(EngineSettings()), ttl=seconds, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     console.print(
         f"{verb}: {len(report.removed_runs)} run dirs, {report.removed_objects} objects, "

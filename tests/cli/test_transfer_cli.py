@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from transfer.sshd import (
     sshd_fixture,  # noqa: F401
     sshd_session_server_fixture,  # noqa: F401
 )
+
+from stageflow.engine.devserver import free_port
 
 TOKEN = "cli-token-" + "c" * 24
 
@@ -41,9 +42,7 @@ def stageflow(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`stageflow server` on a free port with a generated token; yields (url, its home)."""
     home = tmp_path / "server-home"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "stageflow", "server", "--port", str(port)],
         env=_env(home),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from stageflow.engine.devserver import free_port
+
 
 def test_worker_exports_temporal_sdk_metrics(
     temporal_address: str, queue: str, tmp_path: Path
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "TEMPORAL_ADDRESS": temporal_address, "STAGEFLOW_HOME": str(tmp_path)}
     worker = subprocess.Popen(
         [

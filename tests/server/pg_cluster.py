@@ -11,7 +11,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from stageflow.engine.devserver import free_port
 
 __all__ = ["PostgresCluster", "find_postgres_bin", "postgres_cluster"]
 
@@ -37,12 +38,6 @@ def find_postgres_bin() -> Path | None:
         if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
             return Path(candidate)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -81,7 +76,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             pytest.skip("running as root with no 'postgres' user to run initdb as")
         user = "postgres"
         os.chown(root, account.pw_uid, account.pw_gid)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
 
     def run(*args: str) -> None:
         done = subprocess.run(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ import httpx
 import pytest
 from live_server import serve_in_thread
 
+from stageflow.engine.devserver import free_port
 from stageflow.server.app import create_server_app
 from stageflow.transfer.store import ContentStore
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -40,7 +34,7 @@ def _wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 60) -
 def test_cli_server_generates_tokens_and_serves_the_api(
     tmp_path: Path, temporal_address: str
 ) -> None:
-    home, port = tmp_path / "home", _free_port()
+    home, port = tmp_path / "home", free_port()
     env = {
         key: value
         for key, value in os.environ.items()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +14,12 @@ import httpx
 from helpers import TOKEN, finish, fn, pipeline, start, wait_until
 from temporalio.client import Client
 
+from stageflow.engine.devserver import free_port
 from stageflow.settings import WorkerSettings
 from stageflow.worker.lifecycle import WorkerLifecycle
 from stageflow.worker.runner import StageWorker
 
 LINES = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start_server(home: Path, port: int, temporal_address: str) -> subprocess.Popen[bytes]:
@@ -55,7 +49,7 @@ async def test_no_line_is_lost_or_duplicated_across_a_server_crash(
 ) -> None:
     home = tmp_path / "server-home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = _start_server(home, port, temporal_address)
     try:

@@ -24,7 +24,6 @@ import dataclasses
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from stageflow.engine.devserver import free_port
 from stageflow.transfer.ssh import SshOptions
 
 __all__ = [
@@ -158,7 +158,7 @@ def start_sshd(root: Path, *, hide_rsync: bool = False) -> SshServer:
 
     log_path = root / "sshd.log"
     for _attempt in range(3):  # the free port may be taken between probing and binding
-        port = _free_port()
+        port = free_port()
         config = root / "sshd_config"
         config.write_text(
             f"ListenAddress 127.0.0.1\n"
@@ -205,13 +205,6 @@ def start_sshd(root: Path, *, hide_rsync: bool = False) -> SshServer:
     )
     known_hosts.write_text(server.known_hosts_line())
     return server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_listening(process: subprocess.Popen[bytes], log_path: Path, port: int) -> bool:

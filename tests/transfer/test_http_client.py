@@ -19,13 +19,13 @@ from dataplane_server import (  # noqa: F401  (fixtures)
     TOKEN,
     ServeFactory,
     files_under,
-    free_port,
     make_store_fixture,
     serve_fixture,
     small_fs_fixture,
 )
 from tcp_proxy import TcpProxy
 
+from stageflow.engine.devserver import free_port
 from stageflow.errors import AuthError, DiskFullError, IntegrityError, TransferError
 from stageflow.transfer.http_client import (
     PeerRejectedError,
