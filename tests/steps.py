@@ -137,3 +137,8 @@ def chatty(lines: int, delay: float, ctx: StageContext) -> dict[str, Any]:
         ctx.logger.info("logged line %d", number)
         time.sleep(delay)
     return {"lines": lines}
+
+
+def echo(**values: Any) -> dict[str, Any]:
+    """Return the rendered parameters, to see what templates gave."""
+    return values

@@ -24,6 +24,7 @@ STATUS_STYLE = {
     t.SUCCEEDED: "green",
     t.FAILED: "red",
     t.UPSTREAM_FAILED: "red dim",
+    t.SKIPPED: "dim",
     t.CANCELLED: "magenta",
 }
 

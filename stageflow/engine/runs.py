@@ -80,6 +80,7 @@ def compile_run(pipeline: Pipeline, *, run_id: str, heartbeat_timeout: float) ->
                 max_parallel=stage.max_parallel,
                 gate=stage.gate,
                 persist=stage.persist,
+                when=stage.when,
             )
         )
     return t.RunInput(

@@ -30,7 +30,9 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 UPSTREAM_FAILED = "upstream_failed"
 CANCELLED = "cancelled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, CANCELLED})
+SKIPPED = "skipped"
+"""A ``when: failure`` stage whose needs all succeeded: nothing to react to."""
+TERMINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, CANCELLED, SKIPPED})
 RETRYABLE_FAILURE = frozenset({FAILED, UPSTREAM_FAILED, CANCELLED})
 
 
@@ -59,6 +61,7 @@ class StagePlan:
     max_parallel: int | None = None
     gate: str | None = None
     persist: bool = False
+    when: str = "success"
 
 
 @dataclass

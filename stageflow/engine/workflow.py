@@ -3,8 +3,9 @@
 Each stage gets a coroutine that waits for its needs, its approval and the run being unpaused,
 renders its templates, and runs its activity (or one per matrix instance) on the stage's task
 queue. Everything here is deterministic: no I/O, clocks or randomness, only ``workflow.now()``.
-Stages whose upstream failed are marked and skipped; independent branches keep going, so a
-retry of the run has as little left to do as possible.
+Stages whose upstream failed are marked and skipped (unless their ``when`` asks to run on
+failure or always); independent branches keep going, so a retry of the run has as little left
+to do as possible.
 """
 
 from __future__ import annotations
@@ -145,8 +146,12 @@ class PipelineWorkflow:
         await workflow.wait_condition(
             lambda: all(self._state[need].status in t.TERMINAL for need in plan.needs)
         )
-        if any(self._state[need].status != t.SUCCEEDED for need in plan.needs):
+        upstream_ok = all(self._state[need].status == t.SUCCEEDED for need in plan.needs)
+        if plan.when == "success" and not upstream_ok:
             st.status = t.UPSTREAM_FAILED
+            return
+        if plan.when == "failure" and upstream_ok:
+            st.status = t.SKIPPED
             return
         if plan.gate == "approve" and name not in self._approved:
             st.status = t.WAITING_APPROVAL
@@ -273,6 +278,7 @@ class PipelineWorkflow:
 
     def _scope(self) -> dict[str, Any]:
         started = datetime.fromisoformat(self._run.started_at or "")
+        failed = [name for name, st in self._state.items() if st.status == t.FAILED]
         scope: dict[str, Any] = {
             "params": self._run.params,
             "run": {
@@ -280,6 +286,8 @@ class PipelineWorkflow:
                 "pipeline": self._run.pipeline,
                 "started_at": started.isoformat(),
                 "date": started.date().isoformat(),
+                "status": "failing" if failed else "running",
+                "failed": failed,
             },
         }
         for name, st in self._state.items():

@@ -84,6 +84,11 @@ class Stage(_Model):
         None, description="Silence after which the worker is presumed lost (default: setting)."
     )
     gate: Literal["approve"] | None = Field(None, description="Wait for an approval first.")
+    when: Literal["success", "failure", "always"] = Field(
+        "success",
+        description="Run when every need succeeded (success), when one failed (failure: "
+        "e.g. an alert), or once all are done whatever happened (always: e.g. cleanup).",
+    )
     persist: bool = Field(
         False, description="Push the artifacts in the outputs to the data server."
     )

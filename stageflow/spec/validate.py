@@ -101,6 +101,11 @@ def _issue(filename: str, positions: Positions, loc: Loc, message: str) -> SpecI
 
 def _check_needs(pipeline: Pipeline) -> Iterable[tuple[Loc, str]]:
     for name, stage in pipeline.stages.items():
+        if stage.when != "success" and not stage.needs:
+            yield (
+                ("stages", name, "when"),
+                f"`when: {stage.when}` reacts to the stages in `needs`, and this stage has none",
+            )
         for index, need in enumerate(stage.needs):
             if need == name:
                 yield ("stages", name, "needs", index), "a stage cannot need itself"

@@ -360,3 +360,41 @@ async def test_run_templates_and_shell_outputs(client: Client, queue: str) -> No
         "date": started.date().isoformat(),
         "pipeline": "t",
     }
+
+
+async def test_when_runs_stages_on_failure_or_always(client: Client, queue: str, log_dir: Path) -> None:
+    def stage(needs: list[str], when: str) -> dict:
+        return {
+            "uses": "python",
+            "queue": queue,
+            "needs": needs,
+            "when": when,
+            "with": {"function": fn("echo"), "status": "${run.status}", "failed": "${run.failed}"},
+        }
+
+    spec = pipeline(
+        {
+            "bad": {
+                "uses": "python",
+                "queue": queue,
+                "with": {"function": fn("bad_input"), "log_dir": str(log_dir)},
+                "retry": {"max_attempts": 1},
+            },
+            "good": {"uses": "python", "queue": queue, "with": {"function": fn("whoami")}},
+            "alert": stage(["bad"], "failure"),
+            "no_alert": stage(["good"], "failure"),
+            "cleanup": stage(["bad", "good"], "always"),
+            "report": stage(["good"], "success"),
+            "after_bad": stage(["bad"], "success"),
+        }
+    )
+    async with StageWorker(client, task_queues=[queue]):
+        state = await finish(client, await start(client, spec))
+    assert state.status == "failed"
+    assert state.stages["alert"].status == SUCCEEDED
+    assert state.stages["alert"].outputs == {"status": "failing", "failed": ["bad"]}
+    assert state.stages["no_alert"].status == "skipped"
+    assert state.stages["cleanup"].status == SUCCEEDED
+    assert state.stages["cleanup"].outputs["failed"] == ["bad"]
+    assert state.stages["after_bad"].status == "upstream_failed"
+    assert state.stages["report"].status == SUCCEEDED

@@ -1126,3 +1126,38 @@ def test_malformed_documents_are_spec_errors(text: str, expected: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_pipeline(text)
     assert expected in str(caught.value)
+
+
+def test_when_without_needs_is_located(tmp_path: Path) -> None:
+    path, text = _write(
+        tmp_path,
+        """
+        name: p
+        stages:
+          alert:
+            uses: python
+            when: failure
+            with: {function: "m:f"}
+        """,
+    )
+    [issue] = _issues(path)
+    assert (issue.line, issue.field) == (_line_of(text, "when:"), "stages.alert.when")
+    assert "needs" in issue.message
+
+
+def test_unknown_when_value_is_located(tmp_path: Path) -> None:
+    path, text = _write(
+        tmp_path,
+        """
+        name: p
+        stages:
+          a: {uses: python, with: {function: "m:f"}}
+          b:
+            uses: python
+            needs: [a]
+            when: sometimes
+            with: {function: "m:f"}
+        """,
+    )
+    [issue] = _issues(path)
+    assert (issue.line, issue.field) == (_line_of(text, "sometimes"), "stages.b.when")

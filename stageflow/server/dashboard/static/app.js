@@ -112,7 +112,7 @@ function graph(run, onPick) {
     line.setAttribute("x2", pos[n].x); line.setAttribute("y2", pos[n].y + 18);
     svg.append(line);
   }
-  const colors = { succeeded: "#2e8540", failed: "#c62828", upstream_failed: "#c62828", running: "#1565c0",
+  const colors = { succeeded: "#2e8540", failed: "#c62828", upstream_failed: "#c62828", skipped: "#9e9e9e", running: "#1565c0",
     waiting_approval: "#ef8f00", cancelled: "#7b1fa2", pending: "#9e9e9e" };
   for (const n of names) {
     const stage = run.stages[n];
