@@ -11,6 +11,7 @@ Every message says what went wrong and what to do about it::
         ├── ExecutorNotFoundError  `uses:` names an executor no worker has
         ├── StageOutputError       a stage returned something that is not small JSON
         ├── ShellCommandFailed     a `shell` stage exited non-zero
+        ├── LakeError              a lake write or query was refused (bad name, row count)
         └── TransferError          moving an artifact failed (network errors: retryable)
             ├── AuthError          the peer refused our token or key (not retryable)
             ├── IntegrityError     bytes keep arriving wrong (not retryable)
@@ -28,6 +29,7 @@ __all__ = [
     "EngineError",
     "ExecutorNotFoundError",
     "IntegrityError",
+    "LakeError",
     "RunNotFoundError",
     "ShellCommandFailed",
     "SpecError",
@@ -114,6 +116,20 @@ class ShellCommandFailed(StageError):
         self.exit_code = exit_code
         detail = f"; last output:\n{tail}" if tail else ""
         super().__init__(f"command exited with status {exit_code}{detail}")
+
+
+class LakeError(StageError):
+    """The lake refused a load or query: a bad name, a row-count mismatch, a read-only query.
+
+    ``status`` is the HTTP status the data server answers with (4xx: the request is wrong, so
+    retrying the same request will not help).
+    """
+
+    non_retryable = True
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TransferError(StageError):

@@ -72,10 +72,17 @@ def log_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def data_server(tmp_path: Path) -> AsyncIterator[tuple[str, ContentStore]]:
-    """A real data server (the `stageflow server` data app) on loopback: (url, its store)."""
+    """A real data server (the `stageflow server` data app) on loopback: (url, its store).
+
+    Its lake is ``tmp_path / "lake"``."""
     store = ContentStore(tmp_path / "server")
     server, port = await serve_store(
-        store, token=TOKEN, host="127.0.0.1", port=0, accept_uploads=True
+        store,
+        token=TOKEN,
+        host="127.0.0.1",
+        port=0,
+        accept_uploads=True,
+        lake_dir=tmp_path / "lake",
     )
     try:
         yield f"http://127.0.0.1:{port}", store

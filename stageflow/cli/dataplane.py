@@ -44,11 +44,17 @@ async def worker_data_plane(settings: EngineSettings) -> AsyncIterator[DataPlane
 
 @asynccontextmanager
 async def embedded_data_server(settings: EngineSettings) -> AsyncIterator[str]:
-    """The data server of the embedded default (a store under <home>/server); yields its URL."""
+    """The data server of the embedded default (a store under <home>/server, the lake under
+    <home>/lake); yields its URL."""
     store = ContentStore(settings.home / "server", chunk_size=TransferSettings().chunk_size)
     token = deployment_token(settings.home)
     server, port = await serve_store(
-        store, token=token, host="127.0.0.1", port=0, accept_uploads=True
+        store,
+        token=token,
+        host="127.0.0.1",
+        port=0,
+        accept_uploads=True,
+        lake_dir=settings.home / "lake",
     )
     try:
         yield f"http://127.0.0.1:{port}"

@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from stageflow.cli import lake as lake_cmd
 from stageflow.cli import logs as logs_cmd
 from stageflow.cli import run as run_cmd
 from stageflow.cli import runs as runs_cmd
@@ -37,6 +38,7 @@ app.command()(logs_cmd.logs)
 app.command()(workers_cmd.workers)
 app.add_typer(runs_cmd.app, name="runs", help="List, inspect and steer runs.")
 app.add_typer(schedule_cmd.app, name="schedule", help="Cron schedules of pipelines.")
+app.add_typer(lake_cmd.app, name="lake", help="The data lake: list, query and load tables.")
 
 
 def main() -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from stageflow import __version__
+from stageflow.lake.service import default_lake_dir
 from stageflow.server.api import control_router
 from stageflow.server.control import ControlConfig, open_control_plane
 from stageflow.server.dashboard import mount_dashboard
@@ -37,9 +39,14 @@ def create_server_app(
     token: str,
     max_upload_bytes: int,
     control: ControlConfig | None = None,
+    lake_dir: Path | None = None,
 ) -> FastAPI:
+    """The server app. The lake (``/v1/lake``) lives in ``lake_dir``; with a ``control`` config
+    it defaults to ``STAGEFLOW_SERVER_LAKE_DIR`` or ``lake/`` beside the store."""
     if control is None:
-        app = create_data_app(store, token=token, max_upload_bytes=max_upload_bytes)
+        app = create_data_app(
+            store, token=token, max_upload_bytes=max_upload_bytes, lake_dir=lake_dir
+        )
 
         @app.get("/healthz", include_in_schema=False)
         async def healthz() -> dict[str, str]:
@@ -63,7 +70,10 @@ def create_server_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(data_router(store, token=token, max_upload_bytes=max_upload_bytes))
+    lake_dir = lake_dir or control.settings.lake_dir or default_lake_dir(store.root)
+    app.include_router(
+        data_router(store, token=token, max_upload_bytes=max_upload_bytes, lake_dir=lake_dir)
+    )
     app.include_router(control_router())
     app.add_middleware(ApiRequestLimits)
     mount_dashboard(app)

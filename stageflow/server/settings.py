@@ -22,6 +22,11 @@ class ServerSettings(BaseSettings):
     data_dir: Path | None = Field(
         None, description="Where persisted artifacts are kept (default: <home>/server)."
     )
+    lake_dir: Path | None = Field(
+        None,
+        description="Where the lake lives (default: lake/ beside the data dir, so <home>/lake; "
+        "keep it on the data dir's filesystem, lake files are hard links of stored objects).",
+    )
     max_upload_bytes: int = Field(
         1 << 40, ge=1, description="Largest artifact a worker may upload (bytes)."
     )

@@ -64,11 +64,24 @@ class _Server:
 
 
 async def serve_store(
-    store: ContentStore, *, token: str, host: str, port: int, accept_uploads: bool
+    store: ContentStore,
+    *,
+    token: str,
+    host: str,
+    port: int,
+    accept_uploads: bool,
+    lake_dir: Path | None = None,
 ) -> tuple[_Server, int]:
-    """Serve ``store`` over the data-plane protocol; returns the server and its port."""
+    """Serve ``store`` over the data-plane protocol; returns the server and its port.
+
+    A data server (``accept_uploads``) with a ``lake_dir`` also serves the lake (``/v1/lake``).
+    """
     app = create_data_app(
-        store, token=token, max_upload_bytes=MAX_UPLOAD_BYTES, accept_uploads=accept_uploads
+        store,
+        token=token,
+        max_upload_bytes=MAX_UPLOAD_BYTES,
+        accept_uploads=accept_uploads,
+        lake_dir=lake_dir,
     )
     server = _Server(app, host, port)
     return server, await server.start()
@@ -225,6 +238,16 @@ class DataPlane:
             **ref,
             "locations": [*locations, server_url] if server_url not in locations else locations,
         }
+
+    def clean_run(self, run_id: str, *, keep_stage: str | None = None) -> None:
+        """Remove every work and input dir of ``run_id`` here, but ``keep_stage``'s own."""
+        for part in ("work", "inputs"):
+            directory = self.root / part / _safe(run_id)
+            if not directory.is_dir():
+                continue
+            for stage_dir in directory.iterdir():
+                if keep_stage is None or stage_dir.name != _safe(keep_stage):
+                    shutil.rmtree(stage_dir, ignore_errors=True)
 
     def clean_stage(self, run_id: str, stage_id: str) -> None:
         """Remove a finished stage's work and input dirs (its objects stay in the store)."""
