@@ -4,7 +4,9 @@
 routes; ``create_data_app`` wraps it in a FastAPI app for a worker or the data server. The
 protocol is the table in docs/data-plane.md. What the code guarantees:
 
-* every route but ``/v1/healthz`` checks the bearer token first (401 missing, 403 wrong);
+* every route but ``/v1/healthz`` checks the bearer token first (401 missing, 403 wrong),
+  except an outside service's ``POST /v1/callbacks/{id}``, whose unguessable id is its
+  capability (stageflow/transfer/callbacks.py);
 * a ``sha`` is validated (400) before any path is built, so no request names a file outside
   the store; unknown paths are 404;
 * object bodies are streamed from disk a block at a time (constant memory, any size), with
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -155,9 +158,18 @@ async def _stream_file(
 
 
 def data_router(
-    store: ContentStore, *, token: str, max_upload_bytes: int, accept_uploads: bool = True
+    store: ContentStore,
+    *,
+    token: str,
+    max_upload_bytes: int,
+    accept_uploads: bool = True,
+    lake_dir: Path | None = None,
 ) -> APIRouter:
-    """The ``/v1`` data-plane routes over ``store``, guarded by the bearer ``token``."""
+    """The ``/v1`` data-plane routes over ``store``, guarded by the bearer ``token``.
+
+    A data server (``accept_uploads``) given a ``lake_dir`` also serves the lake under
+    ``/v1/lake`` (stageflow/lake/api.py), behind the same token.
+    """
     if not token:
         raise ValueError("the data plane needs a token: see stageflow.transfer.auth")
     uploads = Uploads(store, max_bytes=max_upload_bytes)
@@ -298,18 +310,35 @@ def data_router(
         status = await anyio.to_thread.run_sync(store.status)
         return status.to_dict()
 
+    if accept_uploads and lake_dir is not None:
+        from stageflow.lake.api import lake_router  # it builds on this module
+
+        guarded.include_router(lake_router(store, lake_dir))
     public.include_router(guarded)
+    if accept_uploads:  # the data server: it also takes callbacks for `external` stages
+        from stageflow.transfer.callbacks import callback_router  # it builds on this module
+
+        public.include_router(callback_router(store.root / "callbacks", token))
     return public
 
 
 def create_data_app(
-    store: ContentStore, *, token: str, max_upload_bytes: int, accept_uploads: bool = True
+    store: ContentStore,
+    *,
+    token: str,
+    max_upload_bytes: int,
+    accept_uploads: bool = True,
+    lake_dir: Path | None = None,
 ) -> FastAPI:
     """A FastAPI app serving only the data plane (no docs pages, JSON errors everywhere)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(
         data_router(
-            store, token=token, max_upload_bytes=max_upload_bytes, accept_uploads=accept_uploads
+            store,
+            token=token,
+            max_upload_bytes=max_upload_bytes,
+            accept_uploads=accept_uploads,
+            lake_dir=lake_dir,
         )
     )
 
