@@ -34,6 +34,9 @@ class Executor(ABC):
     Params: ClassVar[type[ExecutorParams]] = ExecutorParams
     native_paths: ClassVar[bool] = False
     """Artifact refs in ``with`` arrive as ``pathlib.Path`` (True) or as ``str`` (False)."""
+    fetch_inputs: ClassVar[bool] = True
+    """False: refs in ``with`` arrive as they are (dicts) and nothing is fetched, for
+    executors that manage artifacts rather than read them (``cleanup``)."""
 
     @classmethod
     def check_params(cls, with_: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

@@ -117,7 +117,11 @@ class StageActivities:
         beat = asyncio.create_task(_heartbeat_forever(ctx, task.heartbeat_timeout_s))
         try:
             executor = get_executor(task.uses)()
-            params = await self._inputs(task, ctx, native_paths=executor.native_paths)
+            params = (
+                await self._inputs(task, ctx, native_paths=executor.native_paths)
+                if executor.fetch_inputs
+                else task.params
+            )
             outputs = await executor.execute(params, ctx)
             outputs = _checked_outputs(outputs, task.uses)
             if task.persist:

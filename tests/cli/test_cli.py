@@ -13,27 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-TESTS = REPO / "tests"
-
-
-def stageflow(
-    *args: str, home: Path, timeout: float = 120, check: bool = False
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
-    env.update(STAGEFLOW_HOME=str(home), PYTHONPATH=str(TESTS), COLUMNS="200")
-    result = subprocess.run(
-        [sys.executable, "-m", "stageflow", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"stageflow {' '.join(args)} -> {result.returncode}\n{result.stderr}")
-    return result
+from cli_run import REPO, TESTS, stageflow
 
 
 def temporal_servers_using(home: Path) -> list[psutil.Process]:
