@@ -362,7 +362,9 @@ async def test_run_templates_and_shell_outputs(client: Client, queue: str) -> No
     }
 
 
-async def test_when_runs_stages_on_failure_or_always(client: Client, queue: str, log_dir: Path) -> None:
+async def test_when_runs_stages_on_failure_or_always(
+    client: Client, queue: str, log_dir: Path
+) -> None:
     def stage(needs: list[str], when: str) -> dict:
         return {
             "uses": "python",
