@@ -12,6 +12,7 @@ import pytest
 from helpers import TOKEN
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from worker_processes import worker_processes  # noqa: F401  (a fixture for every test)
 
 from stageflow.engine.devserver import DEV_SERVER_DYNAMIC_CONFIG, find_temporal_binary
 from stageflow.transfer.store import ContentStore

@@ -1,4 +1,4 @@
-"""`uses: llm` in real pipelines against a local OpenAI-compatible server (openai_server.py),
+"""`uses: llm` in real pipelines against a local OpenAI-compatible server (stageflow.testing.openai_server),
 driven by the official ``openai`` client: retries, limits, usage and cost, failures, resume."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from helpers import finish, pipeline, start
-from openai_server import FakeOpenAI
 from temporalio.client import Client
 
 from stageflow.errors import SpecError
 from stageflow.executors.parquet_io import dataset_files
 from stageflow.spec.validate import parse_pipeline
+from stageflow.testing.openai_server import FakeOpenAI
 from stageflow.worker.dataplane import DataPlane
 from stageflow.worker.runner import StageWorker
 

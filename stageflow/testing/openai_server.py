@@ -1,4 +1,7 @@
-"""A local OpenAI-compatible server for the ``llm`` tests: the paid API's real wire protocol.
+"""A local OpenAI-compatible server: the paid API's real wire protocol, for tests and demos.
+
+``python -m stageflow.testing.openai_server --port 8400 --key local`` serves it until Ctrl-C,
+so pipelines with ``llm`` stages (examples/three_queues.yaml) run offline.
 
 ``POST /v1/chat/completions`` takes the request JSON the official client sends, checks the
 Bearer key, and answers with a real ``chat.completion`` object (choices, finish_reason, usage)
@@ -12,6 +15,7 @@ in flight at once, which is what the tests assert on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -38,6 +42,7 @@ class FakeOpenAI:
     faults: dict[int, int] = field(default_factory=dict)
     delay: float = 0.02
     retry_after_ms: int = 20
+    port: int = 0
     seen: list[Seen] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -63,7 +68,7 @@ class FakeOpenAI:
         return best
 
     async def __aenter__(self) -> FakeOpenAI:
-        self._server = _Server(self._app(), "127.0.0.1", 0)
+        self._server = _Server(self._app(), "127.0.0.1", self.port)
         self.url = f"http://127.0.0.1:{await self._server.start()}"
         return self
 
@@ -132,3 +137,24 @@ def _completion(body: dict[str, Any], prompt: str) -> dict[str, Any]:
             "total_tokens": prompt_tokens + len(words),
         },
     }
+
+
+async def _serve(port: int, key: str) -> None:
+    async with FakeOpenAI(key=key, port=port, delay=0.0) as server:
+        print(f"OpenAI-compatible endpoint at {server.base_url} (key {key!r}); Ctrl-C stops")
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8400)
+    parser.add_argument("--key", default="local", help="the API key clients must send")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.port, args.key))
+
+
+if __name__ == "__main__":
+    main()
