@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from ctr_model import make_ctr_data
+
 from stageflow import StageContext
 from stageflow.executors.parquet_io import count_rows, dataset_files, write_parts
 

@@ -12,18 +12,26 @@ TESTS = REPO / "tests"
 
 
 def stageflow(
-    *args: str, home: Path, timeout: float = 120, check: bool = False
+    *args: str,
+    home: Path,
+    timeout: float = 120,
+    check: bool = False,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
-    env.update(STAGEFLOW_HOME=str(home), PYTHONPATH=str(TESTS), COLUMNS="200")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+    environment.update(STAGEFLOW_HOME=str(home), PYTHONPATH=str(TESTS), COLUMNS="200")
+    environment.update(env or {})
     result = subprocess.run(
         [sys.executable, "-m", "stageflow", *args],
-        env=env,
+        env=environment,
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"stageflow {' '.join(args)} -> {result.returncode}\n{result.stderr}")
+        raise AssertionError(
+            f"stageflow {' '.join(args)} -> {result.returncode}\n{result.stderr}\n"
+            f"{result.stdout[-6000:]}"
+        )
     return result

@@ -1,7 +1,7 @@
 """`uses: sql` with `remote:`: the query runs on a data-source host over SSH, the export comes back.
 
-The "host" is the test's real sshd on loopback; its SQL client is ``sql_shim.py``, which runs the
-statement for real in DuckDB against a database file and logs each execution.
+The "host" is the test's real sshd on loopback; its SQL client is ``examples/duckdb_cli.py``,
+which runs the statement for real in DuckDB against a database file and logs each execution.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from stageflow.worker.dataplane import DataPlane
 from stageflow.worker.runner import StageWorker
 
 HERE = Path(__file__).resolve().parent
-SHIM = HERE / "sql_shim.py"
+SHIM = HERE.parents[1] / "examples" / "duckdb_cli.py"
 QUERY = "SELECT id, user_id, amount, tag FROM events WHERE amount % 3 <> 0"
 
 
@@ -63,7 +63,7 @@ class SourceHost:
     def remote(self, **extra: Any) -> dict[str, Any]:
         return {
             "host": self.sshd.url(self.staging),
-            "cli": f"{sys.executable} {SHIM} {self.database} {self.log}",
+            "cli": f"{sys.executable} {SHIM} {self.database} --log {self.log}",
             "dialect": "duckdb",
             **extra,
         }
