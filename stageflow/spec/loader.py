@@ -157,7 +157,13 @@ def read_yaml(text: str, filename: str) -> YamlDocument:
                     build(item, (*path, index), _mark(item))
                     for index, item in enumerate(node.value)
                 ]
-            return loader.construct_object(node, deep=True)
+            try:
+                return loader.construct_object(node, deep=True)
+            except ValueError as exc:  # e.g. 2026-13-01 looks like a date but is none
+                line, column = _mark(node)
+                message = f"{node.value!r} cannot be read: {exc} (quote it to keep it as text)"
+                issues.append(SpecIssue(filename, line, column, ".".join(map(str, path)), message))
+                return node.value
 
         data = build(root, (), _mark(root))
     except yaml.MarkedYAMLError as exc:
