@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from stageflow.errors import SpecError, StageflowError
@@ -46,10 +47,10 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(main())
     except SpecError as exc:
-        err_console.print(f"[red]{exc}[/red]", highlight=False)
+        err_console.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     except StageflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -94,13 +95,14 @@ def load_spec(file: Path, params: list[str] | None = None) -> Pipeline:
     try:
         pipeline = load_pipeline(file)
     except SpecError as exc:
-        err_console.print(f"[red]{exc}[/red]", highlight=False)
+        err_console.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(EXIT_INVALID) from None
     if params:
         try:
             pipeline = pipeline.with_params(parse_params(params))
         except KeyError as exc:
-            err_console.print(f"[red]error:[/red] {file}: {exc.args[0]}", highlight=False)
+            problem = escape(f"{file}: {exc.args[0]}")
+            err_console.print(f"[red]error:[/red] {problem}", highlight=False)
             raise typer.Exit(EXIT_INVALID) from None
     spec_dir = str(file.resolve().parent)
     if spec_dir not in sys.path:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import typer
+from rich.markup import escape
 
 from stageflow.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, err_console
 from stageflow.cli.dataplane import deployment_token
@@ -30,7 +31,7 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except StageflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None

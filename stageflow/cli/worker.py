@@ -122,7 +122,7 @@ def worker(
             worker_data_plane(engine_settings) as data_plane,
         ):
             name = identity or default_identity()
-            console.print(f"worker {name} polling: {', '.join(task_queues)}")
+            console.print(f"worker {name} polling: {', '.join(task_queues)}", markup=False)
             console.print(f"artifacts served at {data_plane.url} from {data_plane.root}")
             stage_worker = StageWorker(
                 session.client,
@@ -166,7 +166,7 @@ def up(
             console.print(f"[bold]stageflow up[/bold]: Temporal at {where}")
             if embedded and settings.temporal_ui_port:
                 console.print(f"Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
-            console.print(f"worker polling: {', '.join(task_queues)}")
+            console.print(f"worker polling: {', '.join(task_queues)}", markup=False)
             console.print(f"data server: {server_url}; worker artifacts: {data_plane.url}")
             console.print("submit with `stageflow run FILE --detach`; Ctrl-C stops")
             stage_worker = StageWorker(
