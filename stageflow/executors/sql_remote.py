@@ -89,7 +89,7 @@ async def export_remote(
     files = await asyncio.to_thread(_assemble, pull, [name for name, _ in listing], out)
     if remote.cleanup_remote:
         async with connect(url, opts) as host:
-            await host._sh('rm -rf -- "$1"', export)
+            await host.run_script('rm -rf -- "$1"', export)
     return files
 
 
@@ -98,7 +98,7 @@ async def _run_export(
 ) -> None:
     """Run the export statement through ``cli``, then mark the directory complete."""
     # A failed earlier attempt may have left half an export: start clean.
-    await host._sh('rm -rf -- "$1" && mkdir -p -- "$2"', export, url.path)
+    await host.run_script('rm -rf -- "$1" && mkdir -p -- "$2"', export, url.path)
     statement = export_statement(remote.dialect, query, export)
     who = f"{remote.cli!r} on {url.address}"
     with map_errors(url):
@@ -106,13 +106,13 @@ async def _run_export(
     if result.exit_status != 0:
         tail = str(result.stderr or result.stdout or "").strip()[-4000:]
         raise sql_failed(f"{who} exited with status {result.exit_status}: {tail}")
-    await host._sh(f'[ -d "$1" ] || mkdir -p -- "$1"; : > "$1/{SUCCESS}"', export)
+    await host.run_script(f'[ -d "$1" ] || mkdir -p -- "$1"; : > "$1/{SUCCESS}"', export)
 
 
 async def _list(host: RemoteHost, export: str) -> list[tuple[str, int]]:
     """The export's data files and sizes; names from the remote are checked, not trusted."""
     listing = []
-    for line in (await host._sh(_LIST_SH, export)).splitlines():
+    for line in (await host.run_script(_LIST_SH, export)).splitlines():
         size, _, name = line.strip().partition(" ")
         if not size.isdigit() or not _NAME.match(name):
             raise permanent(f"{host.url.address}:{export}: unexpected file entry {line!r}")

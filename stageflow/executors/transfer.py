@@ -2,8 +2,10 @@
 
 ``source`` is an artifact ref (fetched and verified before the stage starts), an
 ``ssh://user@host:port/path`` on a host that runs nothing of ours, or an absolute path on this
-worker. ``destination`` is ``server`` (push to the data server), an ``ssh://`` URL, or
-``staging`` (the default: keep it in this worker's store, served to peers). The outputs hold
+worker; each may be a file or a directory (an SSH directory arrives as a ``dir`` artifact, a
+``dir`` artifact leaves for an SSH host as a directory, replacing one already there).
+``destination`` is ``server`` (push to the data server), an ``ssh://`` URL, or ``staging`` (the
+default: keep it in this worker's store, served to peers). The outputs hold
 an ``artifact`` ref (except for an SSH destination), the ``bytes`` moved, ``seconds`` and
 ``rate`` in bytes/s.
 """
@@ -26,7 +28,9 @@ __all__ = ["TransferExecutor"]
 
 
 class TransferParams(ExecutorParams):
-    source: str = Field(description="Artifact (arrives as a path), ssh:// URL or absolute path.")
+    source: str = Field(
+        description="Artifact (arrives as a path), ssh:// URL or absolute path; file or dir."
+    )
     destination: str = Field("staging", description="staging, server, or an ssh:// URL.")
     name: str | None = Field(None, description="Name of the resulting artifact.")
 

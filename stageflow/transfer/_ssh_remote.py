@@ -67,9 +67,35 @@ elif command -v shasum >/dev/null 2>&1; then h='shasum -a 256'
 else echo 'neither python3 nor sha256sum nor shasum on the remote PATH' >&2; exit 4; fi
 if [ -n "$n" ]; then head -c "$n" -- "$f" | $h; else $h < "$f"; fi | cut -d' ' -f1
 """
+# sha256 of each file named in argv, one hex digest a line, in order (a directory's files).
+_HASH_MANY_PY = """
+import hashlib, sys
+for path in sys.argv[1:]:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    print(h.hexdigest())
+"""
+_HASH_MANY_SH = """
+py=$1; shift
+if out=$(python3 -c "$py" "$@" 2>/dev/null); then echo "$out"; exit 0; fi
+if command -v sha256sum >/dev/null 2>&1; then h='sha256sum'
+elif command -v shasum >/dev/null 2>&1; then h='shasum -a 256'
+else echo 'neither python3 nor sha256sum nor shasum on the remote PATH' >&2; exit 4; fi
+for f; do
+  [ -r "$f" ] || { echo "cannot read $f" >&2; exit 3; }
+  $h < "$f" | cut -d' ' -f1
+done
+"""
+_HASH_MANY_BATCH = 256  # paths per command: well under the kernel's argument size limit
+# A regular file prints "SIZE VERSION": VERSION is inode, mtime and ctime (GNU, then BSD stat),
+# or "-" where neither stat runs. ctime cannot be set back by the writer, as mtime can.
 _STAT_SH = """
 if [ -d "$1" ]; then echo dir
-elif [ -f "$1" ]; then wc -c < "$1"
+elif [ -f "$1" ]; then
+  v=$(stat -c '%i:%.9Y:%.9Z' -- "$1" 2>/dev/null || stat -f '%i:%Fm:%Fc' -- "$1" 2>/dev/null)
+  echo $(wc -c < "$1") "${v:--}"
 elif [ -e "$1" ]; then echo other
 else echo missing; fi
 """
@@ -88,6 +114,9 @@ class RemoteFile:
 
     kind: Literal["file", "dir", "missing", "other"]
     size: int = 0
+    version: str | None = None
+    """A file's inode, mtime and ctime: it changes when the file is written or replaced.
+    ``None`` where the remote has no ``stat`` tool."""
 
 
 class RemoteHost:
@@ -97,7 +126,7 @@ class RemoteHost:
         self.conn = conn
         self.url = url
 
-    async def _sh(self, script: str, *args: str) -> str:
+    async def run_script(self, script: str, *args: str) -> str:
         """Run ``script`` under ``sh`` with ``args`` as $1..., return stdout or raise."""
         command = shlex.join(["sh", "-c", script, "sh", *args])
         with map_errors(self.url):
@@ -111,21 +140,36 @@ class RemoteHost:
         return str(result.stdout or "")
 
     async def stat(self, path: str) -> RemoteFile:
-        out = _last_line(await self._sh(_STAT_SH, path))
+        out = _last_line(await self.run_script(_STAT_SH, path))
         if out in ("dir", "missing", "other"):
             return RemoteFile(kind=out)  # type: ignore[arg-type]
-        if not out.isdigit():
+        size, _, version = out.partition(" ")
+        if not size.isdigit():
             raise TransferError(f"{self.url.address}: unexpected answer to stat: {out[:80]!r}")
-        return RemoteFile(kind="file", size=int(out))
+        return RemoteFile(kind="file", size=int(size), version=version.strip("- ") or None)
 
     async def sha256(self, path: str, limit: int | None = None) -> str:
         """Hex sha256 of ``path``, or of its first ``limit`` bytes."""
         digest = _last_line(
-            await self._sh(_HASH_SH, path, "" if limit is None else str(limit), _HASH_PY)
+            await self.run_script(_HASH_SH, path, "" if limit is None else str(limit), _HASH_PY)
         )
         if len(digest) != 64:
             raise TransferError(f"{self.url.address}: unexpected hash output {digest[:80]!r}")
         return digest
+
+    async def sha256_many(self, paths: list[str]) -> list[str]:
+        """Hex sha256 of each of ``paths``, in order, in a few commands rather than one each."""
+        digests: list[str] = []
+        for start in range(0, len(paths), _HASH_MANY_BATCH):
+            batch = paths[start : start + _HASH_MANY_BATCH]
+            out = await self.run_script(_HASH_MANY_SH, _HASH_MANY_PY, *batch)
+            lines = [line.strip() for line in out.strip().splitlines()][-len(batch) :]
+            if len(lines) != len(batch) or any(len(d) != 64 for d in lines):
+                raise TransferError(
+                    f"{self.url.address}: unexpected hash output {out.strip()[-160:]!r}"
+                )
+            digests += lines
+        return digests
 
     async def has_rsync(self) -> bool:
         """Whether rsync is on the remote login PATH; asked once per host and process."""
@@ -137,17 +181,17 @@ class RemoteHost:
         return _RSYNC_ON_REMOTE[key]
 
     async def mkdir_p(self, path: str) -> None:
-        await self._sh('mkdir -p -- "$1"', path)
+        await self.run_script('mkdir -p -- "$1"', path)
 
     async def commit(self, src: str, dst: str) -> None:
         """Flush ``src`` to disk, then ``rename(2)`` it over ``dst``: atomic for readers of ``dst``.
 
         ``sync FILE`` is best effort (old coreutils sync everything, busybox may refuse args).
         """
-        await self._sh('sync -- "$1" 2>/dev/null; mv -f -- "$1" "$2"', src, dst)
+        await self.run_script('sync -- "$1" 2>/dev/null; mv -f -- "$1" "$2"', src, dst)
 
     async def remove(self, path: str) -> None:
-        await self._sh('rm -f -- "$1"', path)
+        await self.run_script('rm -f -- "$1"', path)
 
 
 def _last_line(out: str) -> str:

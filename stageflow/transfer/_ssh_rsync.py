@@ -63,10 +63,12 @@ async def rsync_copy(
     opts: SshOptions,
     total: int,
     progress: Progress | None,
+    extra: tuple[str, ...] = (),
 ) -> None:
     """Run ``rsync source dest`` (one side is ``user@host:path``); raise a ``TransferError``.
 
-    rsync and its helpers die with this process and are stopped if the caller is cancelled.
+    ``extra`` adds options (a directory passes ``--files-from``). rsync and its helpers die
+    with this process and are stopped if the caller is cancelled.
     """
     argv = [
         shutil.which("rsync") or "rsync",
@@ -80,7 +82,7 @@ async def rsync_copy(
     ]
     if opts.bandwidth_limit is not None:
         argv.append(f"--bwlimit={max(1, round(opts.bandwidth_limit / 1024))}")
-    argv += ["--", source, dest]
+    argv += [*extra, "--", source, dest]
     proc = await asyncio.create_subprocess_exec(
         "sh",
         "-c",

@@ -29,7 +29,7 @@ _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
 
 @dataclass(frozen=True, kw_only=True)
 class SshUrl:
-    """``ssh://[user@]host[:port]/absolute/path`` to one regular file on a remote host.
+    """``ssh://[user@]host[:port]/absolute/path`` to a regular file or a directory on a remote host.
 
     ``user`` defaults to the local user and ``port`` to 22, as with ``ssh`` itself. Only absolute
     paths are accepted: ``~`` is not expanded, since rsync and SFTP would disagree about it.
@@ -80,8 +80,8 @@ class SshUrl:
             raise ValueError(f"{url!r} names no file: {expected}")
         if path.endswith("/"):
             raise ValueError(
-                f"{url!r} ends with '/': only single files are transferred over SSH, "
-                "not directories"
+                f"{url!r} ends with '/': name directories like files, without it (a "
+                "trailing '/' means different things to rsync and SFTP)"
             )
         if path.startswith("/~"):
             raise ValueError(

@@ -1,4 +1,6 @@
-"""Move one file to or from a host that runs nothing of ours, over SSH (docs/data-plane.md).
+"""Move a file or directory to or from a host that runs nothing of ours, over SSH.
+
+See docs/data-plane.md.
 
 ::
 
@@ -21,13 +23,15 @@ How a transfer goes, and why:
   removes the temp file and raises ``IntegrityError``; a match is renamed into place, atomically,
   so no reader ever sees half a file.
 
-Files only: directories are refused with a ``ValueError`` (local) or a non-retryable
-``TransferError`` (remote). Network trouble is a retryable ``TransferError``.
+Directories go the same way, file by file, into a hidden ``.<name>.partial-dir`` that is renamed
+into place once every file is verified (``_ssh_dirs``); symlinks and special files are refused,
+never followed. Network trouble is a retryable ``TransferError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -37,7 +41,9 @@ from pathlib import Path
 from typing import Literal
 
 from stageflow.errors import DiskFullError, IntegrityError
-from stageflow.transfer._ssh_hash import file_sha256
+from stageflow.transfer._fs import fsync_dir
+from stageflow.transfer._ssh_dirs import download_dir, upload_dir
+from stageflow.transfer._ssh_hash import LiveHasher, file_sha256
 from stageflow.transfer._ssh_remote import RemoteHost, connect, map_errors, permanent
 from stageflow.transfer._ssh_rsync import rsync_copy
 from stageflow.transfer._ssh_sftp import sftp_download, sftp_upload
@@ -57,7 +63,10 @@ async def ssh_download(
     *,
     progress: Progress | None = None,
 ) -> Path:
-    """Copy the remote file at ``url`` to the local path ``dest``; return ``dest``.
+    """Copy the remote file or directory at ``url`` to the local path ``dest``; return ``dest``.
+
+    A directory arrives whole or not at all: see ``_ssh_dirs`` (an existing directory at
+    ``dest`` is replaced, an existing file refused).
 
     Raises ``AuthError`` (key or host key refused), ``IntegrityError`` (the copy does not hash
     like the source: nothing is left at ``dest`` nor in the temp file), ``DiskFullError``, or
@@ -66,19 +75,30 @@ async def ssh_download(
     source = url if isinstance(url, SshUrl) else SshUrl.parse(url)
     opts = opts or SshOptions()
     dest = Path(dest).absolute()
-    if dest.is_dir():
-        raise ValueError(f"{dest} is a directory: give the path of the file to write")
     partial = dest.with_name(f".{dest.name}.partial")
     async with connect(source, opts) as remote:
         there = await remote.stat(source.path)
         if there.kind == "missing":
             raise permanent(f"{source}: no such file on {source.host}")
-        if there.kind != "file":
-            raise permanent(f"{source} is not a regular file: only files are copied over SSH")
+        if there.kind == "other":
+            raise permanent(f"{source} is neither a regular file nor a directory")
         method = await _method(remote)
         log.info("download %s -> %s via %s", source, dest, method, extra={"ssh_method": method})
+        if there.kind == "dir":
+            return await download_dir(remote, source, dest, opts, method=method,
+                                      progress=progress)  # fmt: skip
+        if dest.is_dir():
+            raise ValueError(f"{dest} is a directory: give the path of the file to write")
         with map_errors(source, opts):
             dest.parent.mkdir(parents=True, exist_ok=True)
+        # With rsync, both hashes run during the copy rather than after it (benchmarks/
+        # transfer.py): the source's when its version (inode, mtime, ctime) is known, because a
+        # version that moves during the copy tells that the source changed; ours by following a
+        # fresh temp file as it is written (a resumed one is hashed afterwards). Not with SFTP:
+        # this process then spends a core on the copy itself, and hashing beside it slows it.
+        early = method == "rsync" and there.version is not None
+        theirs = asyncio.ensure_future(remote.sha256(source.path)) if early else None
+        live = LiveHasher(partial) if method == "rsync" and not partial.exists() else None
         try:
             if method == "rsync":
                 await rsync_copy(
@@ -90,12 +110,23 @@ async def ssh_download(
                     remote, source.path, partial, there.size,
                     rate=opts.bandwidth_limit, progress=progress,
                 )  # fmt: skip
-        except DiskFullError:
-            partial.unlink(missing_ok=True)
+        except BaseException as exc:
+            await _abandon(theirs, live)
+            if isinstance(exc, DiskFullError):
+                partial.unlink(missing_ok=True)
             raise
         expected, got = await asyncio.gather(
-            remote.sha256(source.path), asyncio.to_thread(file_sha256, partial)
+            theirs or remote.sha256(source.path), _local_digest(live, partial, there.size)
         )
+        if got == expected and early:
+            now = await remote.stat(source.path)
+            if (now.size, now.version) != (there.size, there.version):
+                partial.unlink(missing_ok=True)
+                raise IntegrityError(
+                    f"{source} changed during the transfer (its size, mtime or ctime moved), so "
+                    f"the copy cannot be checked against the sha256 of one version of it. "
+                    f"Nothing was written to {dest}; retry once the source is stable."
+                )
         if got != expected:
             partial.unlink(missing_ok=True)
             raise IntegrityError(
@@ -114,7 +145,9 @@ async def ssh_upload(
     *,
     progress: Progress | None = None,
 ) -> None:
-    """Copy the local file ``src`` to the remote path ``url``, creating its directory.
+    """Copy the local file or directory ``src`` to the remote path ``url``, creating its parent.
+
+    A directory is committed whole, replacing a directory already there (see ``_ssh_dirs``).
 
     Raises as ``ssh_download`` does; on ``IntegrityError`` nothing is left at the remote path
     nor in the remote temp file.
@@ -122,11 +155,16 @@ async def ssh_upload(
     target = url if isinstance(url, SshUrl) else SshUrl.parse(url)
     opts = opts or SshOptions()
     src = Path(src)
-    if not src.is_file():
-        raise ValueError(f"{src} is not a regular file: only single files are sent over SSH")
+    if src.is_symlink() or not (src.is_file() or src.is_dir()):
+        raise ValueError(f"{src} is not a regular file or directory: nothing to send over SSH")
     folder, name = posixpath.split(target.path)
     partial = posixpath.join(folder, f".{name}.partial")
     async with connect(target, opts) as remote:
+        if src.is_dir():
+            method = await _method(remote)
+            log.info("upload %s -> %s via %s", src, target, method, extra={"ssh_method": method})
+            await upload_dir(remote, src, target, opts, method=method, progress=progress)
+            return
         there = await remote.stat(target.path)
         if there.kind in ("dir", "other"):
             raise permanent(f"{target} exists and is not a regular file: refusing to replace it")
@@ -167,16 +205,34 @@ async def _method(remote: RemoteHost) -> Method:
     return "rsync" if local and await remote.has_rsync() else "sftp"
 
 
+async def _local_digest(live: LiveHasher | None, path: Path, size: int) -> str:
+    """The digest ``live`` took during the copy, or (none, or unusable) a pass over ``path``."""
+    digest = await asyncio.to_thread(live.finish, size) if live else None
+    if digest is None:
+        digest = await asyncio.to_thread(file_sha256, path)
+    return digest
+
+
+async def _abandon(theirs: asyncio.Future[str] | None, live: LiveHasher | None) -> None:
+    """Stop the hashes started beside a copy that failed."""
+    if theirs is not None:
+        theirs.cancel()
+        with contextlib.suppress(BaseException):
+            await theirs
+    if live is not None:
+        await asyncio.to_thread(live.stop)
+
+
 def _commit_local(partial: Path, dest: Path) -> None:
-    """fsync the verified temp file, rename it over ``dest``, fsync the directory entry."""
+    """Flush the verified temp file, rename it over ``dest``, fsync the directory entry.
+
+    ``fdatasync``, not ``fsync``: the data and the size it needs are flushed, timestamps are not
+    waited for.
+    """
     fd = os.open(partial, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        os.fdatasync(fd)
     finally:
         os.close(fd)
     os.replace(partial, dest)
-    fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(dest.parent)

@@ -77,3 +77,42 @@ def test_bad_destinations_and_urls_are_rejected_before_the_run() -> None:
     assert (
         TransferExecutor.check_params({"source": "${a.outputs.x}", "destination": "server"}) == []
     )
+
+
+async def test_a_directory_from_ssh_to_an_artifact_and_back_to_ssh(
+    client: Client,
+    queue: str,
+    sshd,
+    data_plane: DataPlane,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A predictions dir (part_N.parquet files, a nested dir) pulled, published, shipped back."""
+    monkeypatch.setenv("STAGEFLOW_TRANSFER_SSH_IDENTITY_FILE", str(sshd.client_key))
+    monkeypatch.setenv("STAGEFLOW_TRANSFER_SSH_KNOWN_HOSTS", str(sshd.known_hosts))
+    source = sshd.scratch / "predictions"
+    files = {"part_0.parquet": 1 << 20, "part_1.parquet": 12345, "meta/_SUCCESS": 0}
+    for rel, size in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(os.urandom(size))
+    back = sshd.scratch / "shipped" / "predictions"
+
+    spec = pipeline(
+        {
+            "fetch": {"uses": "transfer", "queue": queue,
+                      "with": {"source": sshd.url(source), "name": "predictions"}},
+            "ship": {"uses": "transfer", "queue": queue, "needs": ["fetch"],
+                     "with": {"source": "${fetch.outputs.artifact}",
+                              "destination": sshd.url(back)}},
+        }
+    )  # fmt: skip
+    async with StageWorker(client, task_queues=[queue], data_plane=data_plane):
+        state = await finish(client, await start(client, spec))
+    assert state.status == "succeeded", {n: s.error for n, s in state.stages.items()}
+    fetched = state.stages["fetch"].outputs
+    assert fetched["artifact"]["kind"] == "dir"
+    assert fetched["artifact"]["size"] == fetched["bytes"] == sum(files.values())
+    shipped = state.stages["ship"].outputs
+    assert shipped["bytes"] == sum(files.values()) and shipped["url"].endswith("/predictions")
+    for rel in files:
+        assert (back / rel).read_bytes() == (source / rel).read_bytes(), rel
+    assert sorted(os.listdir(back.parent)) == ["predictions"]

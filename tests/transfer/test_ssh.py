@@ -45,8 +45,8 @@ VIA = ["rsync", "sftp"]
 AWKWARD = "it's a $(file) with spaces; *.bin"  # quoting in every remote command is exercised
 
 
-@pytest.fixture
-def server(request: pytest.FixtureRequest) -> SshServer:
+@pytest.fixture(name="server")
+def server_fixture(request: pytest.FixtureRequest) -> SshServer:
     """The sshd for the method named by the test's ``via`` parameter."""
     via = request.node.callspec.params["via"]
     fixture = "sshd" if via == "rsync" else "sshd_no_rsync"
@@ -54,8 +54,8 @@ def server(request: pytest.FixtureRequest) -> SshServer:
     return result
 
 
-@pytest.fixture
-def methods(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+@pytest.fixture(name="methods")
+def methods_fixture(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     """The transfer methods the library reported choosing, in order."""
     caplog.set_level(logging.INFO, logger="stageflow.transfer.ssh")
 
@@ -137,7 +137,7 @@ def test_parse_url() -> None:
         ("ssh://u@h:ssh/x", "port"),
         ("ssh://-oProxyCommand=touch%20pwned/x", "not a valid host"),
         ("ssh://-l@h/x", "not a valid user"),
-        ("ssh://u@h/data/", "directories"),
+        ("ssh://u@h/data/", "without it"),
         ("ssh://u@h/~/x", "home-relative"),
         ("ssh://u@h/x?y", "query"),
         ("ssh://u@h/x#y", "query"),
@@ -238,9 +238,9 @@ async def test_rsync_probe_is_cached_per_host(
         for i in range(3):
             await ssh_download(sshd.url(sshd.scratch / "a", port=proxy.port), tmp_path / f"a{i}",
                                sshd.options())  # fmt: skip
-    # per transfer: stat, rsync's own ssh, hash; plus the probe, once for all three
+    # per transfer: stat, hash (during the copy), rsync's own ssh, stat again; plus the probe
     sessions = sshd.log_since(log_from).count("Starting session: command")
-    assert sessions == 3 * 3 + 1
+    assert sessions == 3 * 4 + 1
     assert methods() == ["rsync"] * 3
 
 
@@ -259,17 +259,18 @@ else:
 """
 
 
-async def _start_and_kill(argv: list[str], partial: Path, size: int) -> int:
+async def start_and_kill(argv: list[str], written: Callable[[], int], size: int) -> int:
     """Run a transfer in a child process, SIGKILL it at ~40%; return the bytes left behind.
 
-    Only the Python process is killed, as when a worker dies: the rsync/ssh it started must stop
-    with it (they would otherwise keep writing the temp file under the next attempt).
+    ``written()`` counts the bytes in the temp file (or temp dir) now. Only the Python process
+    is killed, as when a worker dies: the rsync/ssh it started must stop with it (they would
+    otherwise keep writing the temp file under the next attempt).
     """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", _CHILD, *argv], env=env)
     try:
         deadline = time.monotonic() + 20
-        while not (partial.exists() and partial.stat().st_size >= 0.4 * size):
+        while written() < 0.4 * size:
             assert child.poll() is None, f"transfer ended (rc {child.returncode}) before the kill"
             assert time.monotonic() < deadline, "transfer made no progress"
             await asyncio.sleep(0.02)
@@ -281,17 +282,17 @@ async def _start_and_kill(argv: list[str], partial: Path, size: int) -> int:
             child.kill()
             child.wait()
     deadline = time.monotonic() + 5
-    while (alive := _running(descendants)) and time.monotonic() < deadline:
+    while (alive := running(descendants)) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     for proc in alive:
         proc.kill()
     assert not alive, f"still running after the worker was killed: {alive}"
-    left = partial.stat().st_size
+    left = written()
     assert 0 < left < size
     return left
 
 
-def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+def running(procs: list[psutil.Process]) -> list[psutil.Process]:
     """Those of ``procs`` still running (a zombie waiting for init to reap it is not)."""
     running = []
     for proc in procs:
@@ -322,8 +323,10 @@ async def test_resume_after_kill(
         dest = server.scratch / "big.bin"
         partial = server.scratch / ".big.bin.partial"
         argv = [direction, str(tmp_path / "big.bin"), server.url(dest)]
-    left = await _start_and_kill(
-        [*argv, str(server.client_key), str(server.known_hosts), str(rate)], partial, size
+    left = await start_and_kill(
+        [*argv, str(server.client_key), str(server.known_hosts), str(rate)],
+        lambda: partial.stat().st_size if partial.exists() else 0,
+        size,
     )
     assert not dest.exists()
 
@@ -431,6 +434,26 @@ async def test_upload_of_a_changing_source_is_an_integrity_error(
     assert list(server.scratch.iterdir()) == []  # neither the file nor its temp name
 
 
+async def test_a_source_rewritten_with_the_same_bytes_is_still_caught(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """The source's hash is taken while the copy runs, so hashes alone could agree on a torn
+    read; its version (inode, mtime, ctime) taken before and after the copy must agree too."""
+    source = sshd.scratch / "src.bin"
+    data = random_file(source, 2 * MiB)
+    dest = tmp_path / "dst.bin"
+
+    def rewrite_same_bytes(done: int, total: int) -> None:
+        if done == total:
+            time.sleep(0.01)  # a later ctime even on coarse clocks
+            source.write_bytes(data)
+
+    with pytest.raises(IntegrityError, match="changed during the transfer"):
+        await ssh_download(sshd.url(source), dest, sshd.options(), progress=rewrite_same_bytes)
+    assert not dest.exists() and not (tmp_path / ".dst.bin.partial").exists()
+    assert (await ssh_download(sshd.url(source), dest, sshd.options())).read_bytes() == data
+
+
 # --- network failures: retryable, and the retry resumes -----------------------------------------
 
 
@@ -534,12 +557,14 @@ async def test_missing_remote_file_is_not_retried(sshd: SshServer, tmp_path: Pat
     assert caught.value.non_retryable
 
 
-async def test_directories_are_refused(sshd: SshServer, tmp_path: Path) -> None:
+async def test_special_files_are_refused(sshd: SshServer, tmp_path: Path) -> None:
+    os.mkfifo(sshd.scratch / "fifo")
+    with pytest.raises(TransferError, match="neither a regular file nor a directory") as caught:
+        await ssh_download(sshd.url(sshd.scratch / "fifo"), tmp_path / "x", sshd.options())
+    assert caught.value.non_retryable
+    with pytest.raises(ValueError, match="not a regular file or directory"):
+        await ssh_upload(sshd.scratch / "fifo", sshd.url(sshd.scratch / "x"), sshd.options())
     (sshd.scratch / "d").mkdir()
     with pytest.raises(TransferError, match="not a regular file") as caught:
-        await ssh_download(sshd.url(sshd.scratch / "d"), tmp_path / "x", sshd.options())
-    assert caught.value.non_retryable
-    with pytest.raises(ValueError, match="not a regular file"):
-        await ssh_upload(tmp_path, sshd.url(sshd.scratch / "x"), sshd.options())
-    with pytest.raises(TransferError, match="not a regular file"):
         await ssh_upload(Path(__file__), sshd.url(sshd.scratch / "d"), sshd.options())
+    assert caught.value.non_retryable
