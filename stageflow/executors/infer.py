@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 from stageflow.errors import TransferError
 from stageflow.executors.base import Executor, ExecutorParams
 from stageflow.executors.parquet_io import part_name
-from stageflow.executors.torch_env import require, resolve_device
+from stageflow.executors.torch_env import load, resolve_device
 from stageflow.worker.context import StageContext
 
 __all__ = ["InferExecutor", "InferParams", "load_predictor"]
@@ -110,7 +110,7 @@ class InferExecutor(Executor):
         from stageflow.executors.infer_parts import part_count, predict_parts
         from stageflow.executors.torch_data import Dataset
 
-        require("torch")
+        await load("torch")
         started = time.monotonic()
         device = resolve_device(params.device)
         data = await asyncio.to_thread(Dataset.open, params.data)

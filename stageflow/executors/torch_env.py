@@ -6,13 +6,14 @@ workers without the extra never pay for it; a missing extra is a ``ConfigError``
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from types import ModuleType
 from typing import Any
 
 from stageflow.errors import ConfigError
 
-__all__ = ["require", "resolve_device"]
+__all__ = ["load", "require", "resolve_device"]
 
 EXTRAS = {"torch": "ml", "safetensors": "ml", "numpy": "ml", "transformers": "hf"}
 
@@ -28,6 +29,12 @@ def require(module: str) -> ModuleType:
             f"this stage needs {top} ({exc}): install it on the worker with "
             f"pip install 'stageflow[{extra}]'"
         ) from None
+
+
+async def load(*modules: str) -> list[ModuleType]:
+    """``require`` each module in a thread: a cold ``import torch`` takes seconds, and on the
+    event loop it would stop the stage's heartbeats long enough for the worker to look lost."""
+    return [await asyncio.to_thread(require, module) for module in modules]
 
 
 def resolve_device(name: str) -> Any:

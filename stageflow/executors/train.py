@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from stageflow.errors import ConfigError
 from stageflow.executors.base import Executor, ExecutorParams
-from stageflow.executors.torch_env import require, resolve_device
+from stageflow.executors.torch_env import load, resolve_device
 from stageflow.worker.context import StageContext
 
 __all__ = ["TrainExecutor", "TrainParams"]
@@ -100,8 +100,7 @@ class TrainExecutor(Executor):
         )
         from stageflow.executors.train_loop import TrainJob, free_port, train_process
 
-        torch = require("torch")
-        require("safetensors")
+        torch, _ = await load("torch", "safetensors")
         started = time.monotonic()
         device = resolve_device(params.device)
         world = params.processes or (

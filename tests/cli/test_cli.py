@@ -131,10 +131,11 @@ def test_interrupted_run_leaves_no_server_behind(tmp_path: Path, sig: signal.Sig
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not temporal_servers_using(home) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(2)
+    assert process.stdout is not None
+    for line in process.stdout:  # the run is under way once its stage runs
+        if "wait: running" in line:
+            break
+    assert temporal_servers_using(home)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=30)
     if sig == signal.SIGINT:
