@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stageflow.errors import StageError, TransferError
+from stageflow.transfer.store import ContentStore
 from stageflow.worker.context import StageContext
 
 __all__ = [
@@ -209,4 +210,19 @@ async def _record_epoch(
     previous = root / f"epoch_{epoch - 1}"
     if previous.exists():  # the store keeps its objects; the work copy is no longer needed
         await asyncio.to_thread(shutil.rmtree, previous, True)
+    if result.last_ref is not None:  # superseded: only the latest checkpoint is ever resumed
+        await asyncio.to_thread(_drop, ctx.data_plane.store, result.last_ref, ref)
     result.last_ref = ref
+
+
+def _drop(store: ContentStore, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Remove ``old``'s objects from this worker's store, keeping those ``new`` shares."""
+
+    def objects(ref: dict[str, Any]) -> set[str]:
+        if not store.has(ref["sha256"]):
+            return set()
+        entries = store.dir_manifest(ref["sha256"]).entries
+        return {ref["sha256"], *(entry.sha256 for entry in entries)}
+
+    for sha in objects(old) - objects(new):
+        store.remove(sha)
