@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,28 +13,16 @@ from temporalio.client import Client
 
 from stageflow.lake.client import LakeClient
 from stageflow.transfer.store import ContentStore
-from stageflow.worker.dataplane import DataPlane, serve_store
+from stageflow.worker.dataplane import DataPlane
 from stageflow.worker.runner import StageWorker
 
 DAYS = {"2024-05-01": 11, "2024-05-02": 12}  # date -> seed of its orders
 
 
 @pytest.fixture
-async def lake_server(tmp_path: Path) -> AsyncIterator[str]:
-    """A data server on loopback that also serves a lake."""
-    store = ContentStore(tmp_path / "server")
-    server, port = await serve_store(
-        store,
-        token=TOKEN,
-        host="127.0.0.1",
-        port=0,
-        accept_uploads=True,
-        lake_dir=tmp_path / "lake",
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await server.stop()
+def lake_server(data_server: tuple[str, ContentStore]) -> str:
+    """The data server (it serves a lake): its URL."""
+    return data_server[0]
 
 
 async def _load_days(tmp_path: Path, plane: DataPlane, server_url: str) -> None:
