@@ -11,11 +11,10 @@ process, alternating the order of the sides on every repeat:
     under ``inference_mode``, parts written with ``write_parts``), against a plain loop over the
     same model and data: ``pyarrow`` ``iter_batches`` -> tensors -> model -> sigmoid -> one
     ``ParquetWriter`` (zstd), all in one thread. Target: ratio >= 0.95.
-(b) ``train.checkpoint_share``: ``train_process`` (the loop ``train`` runs) for ``--epochs`` epochs
-    with a checkpoint after every epoch, and the same loop with checkpoints off: the blocking
-    time of writing a checkpoint / the epoch's time, and the epoch time with / without. The
-    stage hashes the checkpoint into the store while the next epoch runs; that time is printed
-    as context (``train.publish_seconds``). Target: <= 2 %.
+(b) ``train.checkpoint_cost``: ``train_process`` (the loop ``train`` runs) for ``--epochs``
+    epochs with a checkpoint after every epoch, each then hashed into a store as the stage
+    publishes it, against the same loop with checkpoints off: the difference in wall time, as a
+    share of the time without. Target: <= 2 %.
 
 Figures print as ``name: value unit (baseline value, ratio)``: the median of the repeats, with
 the spread on the line below.
@@ -157,56 +156,68 @@ def run_train(job: TrainJob) -> list[dict[str, Any]]:
     return records
 
 
+def _train_job(args: argparse.Namespace, data: Path, root: Path, checkpoints: bool) -> TrainJob:
+    return TrainJob(
+        model="ctr_model:mmoe",
+        model_params={},
+        data=str(data),
+        features=FEATURES,
+        kinds={**KINDS, **dict.fromkeys(TASKS, "float")},
+        labels=list(TASKS),
+        loss="bce",
+        epochs=args.epochs,
+        batch_size=1024,
+        lr=1e-3,
+        optimizer="adam",
+        weight_decay=0.0,
+        seed=0,
+        device="cpu",
+        checkpoint_root=str(root),
+        checkpoints=checkpoints,
+    )
+
+
 def bench_train(args: argparse.Namespace, root: Path) -> None:
+    """Whole training runs with and without per-epoch checkpoints (written and then hashed
+    into a store, as the stage does), alternating; the cost is the difference in wall time."""
     data = make_ctr_data(root / "train", args.train_rows, seed=1)
     store = ContentStore(root / "store")
-    shares, with_epoch, without_epoch, publish = [], [], [], []
-    for repeat in range(args.repeats):
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    shares, publish = [], []
+    for repeat in range(args.repeats + 1):  # the first round is a warm-up (imports, caches)
         order = [True, False] if repeat % 2 else [False, True]
         for checkpoints in order:
-            job = TrainJob(
-                model="ctr_model:mmoe",
-                model_params={},
-                data=str(data),
-                features=FEATURES,
-                kinds={**KINDS, **dict.fromkeys(TASKS, "float")},
-                labels=list(TASKS),
-                loss="bce",
-                epochs=args.epochs,
-                batch_size=1024,
-                lr=1e-3,
-                optimizer="adam",
-                weight_decay=0.0,
-                seed=0,
-                device="cpu",
-                checkpoint_root=str(root / f"ck-{repeat}-{checkpoints}"),
-                checkpoints=checkpoints,
-            )
-            records = run_train(job)[1:]  # epoch 0 pays one-time imports (torch._dynamo)
-            epoch = statistics.mean(r["seconds"] for r in records)
+            ck_root = root / f"ck-{repeat}-{checkpoints}"
+            job = _train_job(args, data, ck_root, checkpoints)
+            started = time.perf_counter()
+            records = run_train(job)
+            hashing = 0.0
             if checkpoints:
-                with_epoch.append(epoch)
+                for epoch in range(args.epochs):
+                    t0 = time.perf_counter()
+                    store.put_dir(ck_root / f"epoch_{epoch}", link=True)
+                    hashing += time.perf_counter() - t0
+            wall = time.perf_counter() - started
+            if not repeat:
+                continue
+            walls[checkpoints].append(wall)
+            if checkpoints:
+                publish.append(hashing / args.epochs)
                 shares.append(
                     statistics.mean(r["checkpoint_seconds"] / r["seconds"] for r in records)
                 )
-                started = time.perf_counter()
-                store.put_dir(Path(job.checkpoint_root) / f"epoch_{args.epochs - 1}", link=True)
-                publish.append(time.perf_counter() - started)
-            else:
-                without_epoch.append(epoch)
-    share = statistics.median(shares)
-    a, b = statistics.median(with_epoch), statistics.median(without_epoch)
+    a, b = statistics.median(walls[True]), statistics.median(walls[False])
     print(
-        f"train.checkpoint_share: {100 * share:.2f} % of epoch time "
-        f"(epoch {a:.3f} s with checkpoints, {b:.3f} s without, ratio {a / b:.3f})"
+        f"train.checkpoint_cost: {100 * (a / b - 1):.2f} % of training time "
+        f"({args.epochs} epochs: {a:.3f} s with checkpoints, {b:.3f} s without, "
+        f"ratio {a / b:.3f})"
     )
     print(
-        f"    spread share {100 * min(shares):.2f}-{100 * max(shares):.2f} %; "
-        f"{args.train_rows:,} rows x {args.epochs} epochs; target <= 2 %"
-    )
-    print(
-        f"train.publish_seconds: {statistics.median(publish):.4f} s per checkpoint "
-        "(hashed into the store while the next epoch runs)"
+        f"    spread with {min(walls[True]):.3f}-{max(walls[True]):.3f} s, without "
+        f"{min(walls[False]):.3f}-{max(walls[False]):.3f} s; {args.train_rows:,} rows; "
+        f"target <= 2 %; the write inside the loop alone: {100 * statistics.median(shares):.2f} %"
+        f" of epoch time; hashing into the store: {statistics.median(publish):.4f} s per "
+        "checkpoint (the stage does it while the next epoch runs; here it is counted in full)"
     )
 
 
