@@ -142,3 +142,18 @@ def chatty(lines: int, delay: float, ctx: StageContext) -> dict[str, Any]:
 def echo(**values: Any) -> dict[str, Any]:
     """Return the rendered parameters, to see what templates gave."""
     return values
+
+
+def logged_blob(log_dir: str, size: int, ctx: StageContext) -> dict[str, Any]:
+    """``write_blob`` that counts its calls: a different blob on every call."""
+    _append(log_dir, "logged_blob", {"attempt": ctx.attempt})
+    return write_blob(size, ctx)
+
+
+def reject_copy(sha256: str, flag: str) -> dict[str, Any]:
+    """Fail, as a fetch of a corrupt copy does, while ``flag`` exists."""
+    if Path(flag).exists():
+        from stageflow.errors import IntegrityError
+
+        raise IntegrityError(f"object {sha256} arrived wrong 3 times from its only copy")
+    return {"ok": True}

@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 from stageflow.engine import runs
 from stageflow.engine.types import PENDING, SUCCEEDED, WAITING_APPROVAL
+from stageflow.worker.dataplane import DataPlane
 from stageflow.worker.runner import StageWorker
 
 
@@ -400,3 +401,45 @@ async def test_when_runs_stages_on_failure_or_always(
     assert state.stages["cleanup"].outputs["failed"] == ["bad"]
     assert state.stages["after_bad"].status == "upstream_failed"
     assert state.stages["report"].status == SUCCEEDED
+
+
+async def test_retry_reruns_the_producer_of_an_object_that_could_not_be_fetched(
+    client: Client, queue: str, log_dir: Path, data_plane: DataPlane
+) -> None:
+    flag = log_dir / "corrupt"
+    flag.touch()
+    spec = pipeline(
+        {
+            "make": {
+                "uses": "python",
+                "queue": queue,
+                "with": {"function": fn("logged_blob"), "log_dir": str(log_dir), "size": 64},
+            },
+            "other": {
+                "uses": "python",
+                "queue": queue,
+                "with": {"function": fn("logged_blob"), "log_dir": str(log_dir), "size": 64},
+            },
+            "use": {
+                "uses": "python",
+                "queue": queue,
+                "needs": ["make", "other"],
+                "with": {
+                    "function": fn("reject_copy"),
+                    "sha256": "${make.outputs.blob.sha256}",
+                    "flag": str(flag),
+                },
+            },
+        }
+    )
+    async with StageWorker(client, task_queues=[queue], data_plane=data_plane):
+        run_id = await start(client, spec)
+        state = await finish(client, run_id)
+        assert state.stages["use"].error_type == "IntegrityError"
+        flag.unlink()
+        await runs.retry_run(client, run_id)
+        state = await finish(client, run_id)
+    assert state.status == "succeeded"
+    assert not state.stages["make"].reused  # its copy was bad: made again
+    assert state.stages["other"].reused
+    assert len(read_log(log_dir, "logged_blob")) == 3  # make twice, other once
