@@ -6,6 +6,7 @@ same id whose input carries the stages that already succeeded, so they are not r
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from stageflow.engine.routing import WORKFLOW_TASK_QUEUE, stage_task_queue
 from stageflow.engine.workflow import PipelineWorkflow
 from stageflow.errors import EngineError, RunNotFoundError
 from stageflow.spec.model import Pipeline
+from stageflow.transfer.artifacts import find_refs
 
 __all__ = [
     "RunInfo",
@@ -210,12 +212,34 @@ async def retry_run(client: Client, run_id: str) -> WorkflowHandle[Any, Any]:
         raise EngineError(f"run {run_id!r} {status}: there is nothing to retry")
     previous_input = await handle.query(PipelineWorkflow.run_input)
     state = await handle.query(PipelineWorkflow.state)
+    lost = _failed_over(state)
     previous_input.previous = {
         name: st
         for name, st in state.stages.items()
-        if st.status == t.SUCCEEDED or st.instance_outputs
+        if (st.status == t.SUCCEEDED or st.instance_outputs) and not (_made(st) & lost)
     }
     return await start_run(client, previous_input)
+
+
+_SHA256 = re.compile(r"\b[0-9a-f]{64}\b")
+_LOST_INPUT_ERRORS = {"IntegrityError", "TransferError"}
+
+
+def _failed_over(state: t.RunState) -> set[str]:
+    """Objects that stages failed to fetch (corrupt, or no longer served anywhere), as their
+    errors name them: the stages that made them must run again, or a retry would only fetch
+    the same bad copy (or none) and fail again."""
+    return {
+        sha
+        for st in state.stages.values()
+        if st.status == t.FAILED and st.error and st.error_type in _LOST_INPUT_ERRORS
+        for sha in _SHA256.findall(st.error)
+    }
+
+
+def _made(stage: t.StageState) -> set[str]:
+    """The objects of the artifacts a stage returned (every instance's, for a matrix)."""
+    return {ref["sha256"] for ref in find_refs([stage.outputs, stage.instance_outputs])}
 
 
 @dataclass
