@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from ctr_model import make_ctr_data
+
 from stageflow import StageContext
 from stageflow.executors.parquet_io import dataset_files
 
@@ -41,9 +41,7 @@ def report(
     numeric = [c for c in scores.column_names if c != "request_id"]
     document = {
         "run_id": ctx.run_id,
-        "epochs": [
-            {"epoch": h["epoch"], "loss": h["loss"], "auc": h.get("auc")} for h in history
-        ],
+        "epochs": [{"epoch": h["epoch"], "loss": h["loss"], "auc": h.get("auc")} for h in history],
         "inference": {
             "rows": inference["rows"],
             "rows_per_s": inference["rows_per_s"],

@@ -40,3 +40,16 @@ def services(cluster: Cluster) -> Iterator[Services]:
     finally:
         for service in [started.temporal, started.server, *started.workers.values()]:
             print(f"--- {service.name} on {service.host.name}\n{service.tail(15)}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The chaos suite's table (faults, runs completed, rows lost/duplicated, recovery p50/p95);
+    ``STAGEFLOW_CHAOS_REPORT=FILE`` also writes it as JSON."""
+    import sys
+
+    harness = sys.modules.get("chaos_harness")
+    lines = harness.report_lines() if harness is not None else []
+    if lines:
+        terminalreporter.section("chaos: faults and recovery")
+        for line in lines:
+            terminalreporter.write_line(line)

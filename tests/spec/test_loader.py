@@ -403,7 +403,9 @@ def test_nested_mapping_key_is_a_located_issue() -> None:
 
 
 def test_a_scalar_that_looks_like_a_date_but_is_none_is_located() -> None:
-    text = 'name: p\nstages:\n  a:\n    uses: python\n    with: {function: "m:f", day: 2026-13-01}\n'
+    text = (
+        'name: p\nstages:\n  a:\n    uses: python\n    with: {function: "m:f", day: 2026-13-01}\n'
+    )
     document = read_yaml(text, "p.yaml")
     [issue] = document.issues
     assert (issue.line, issue.field) == (5, "stages.a.with.day")
