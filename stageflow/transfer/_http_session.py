@@ -66,6 +66,8 @@ class TransferStats:
     """Chunks moved again because their hash did not match."""
     requests_retried: int = 0
     """Requests repeated after a transient network error."""
+    copies_quarantined: int = 0
+    """Locations that, asked to verify a copy that served a wrong chunk, found it corrupt."""
 
 
 class NotHere(Exception):

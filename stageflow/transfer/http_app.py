@@ -12,13 +12,20 @@ protocol is the table in docs/data-plane.md. What the code guarantees:
 * object bodies are streamed from disk a block at a time (constant memory, any size), with
   single ``Range`` support and optional zstd;
 * request bodies are read with a hard cap, and upload sizes are bounded (413);
+* ``POST /v1/objects/{sha}/verify`` re-hashes a stored object that a client saw served wrong
+  and quarantines it when it is corrupt, so the copy stops being served without an operator;
+  one verification runs at a time per object (callers share its answer) and an intact answer
+  is remembered while the file is unchanged, so no client can keep the server hashing;
 * errors are JSON ``{"error": "..."}`` with a message that says what to do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -46,8 +53,12 @@ from stageflow.transfer.uploads import UploadError, Uploads
 
 __all__ = ["create_data_app", "data_router"]
 
+log = logging.getLogger(__name__)
+
 _BLOCK = 1024 * 1024
 _MAX_JSON_BODY = 64 * 1024
+_INTACT_TTL = 60.0
+"""Seconds an object found intact is not hashed again (while its file is unchanged)."""
 
 
 class ApiError(Exception):
@@ -157,6 +168,41 @@ async def _stream_file(
         os.close(fd)
 
 
+class _Verifier:
+    """``store.verify`` behind a single flight per object and a memory of intact answers."""
+
+    def __init__(self, store: ContentStore) -> None:
+        self.store = store
+        self.running: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self.intact: dict[str, tuple[tuple[int, ...], float]] = {}
+
+    def _signature(self, sha: str) -> tuple[int, ...]:
+        st = self.store.path(sha).stat()
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _check(self, sha: str) -> dict[str, Any]:
+        signature = self._signature(sha)
+        remembered = self.intact.get(sha)
+        if remembered is not None and remembered[0] == signature and remembered[1] > time.time():
+            return {"sha256": sha, "intact": True, "quarantined": False}
+        if self.store.verify(sha):
+            now = time.time()
+            self.intact = {k: v for k, v in self.intact.items() if v[1] > now}
+            self.intact[sha] = (signature, now + _INTACT_TTL)
+            return {"sha256": sha, "intact": True, "quarantined": False}
+        moved = self.store.quarantine(sha)
+        log.warning("object %s is corrupt: quarantined at %s", sha, moved)
+        return {"sha256": sha, "intact": False, "quarantined": moved is not None}
+
+    async def verify(self, sha: str) -> dict[str, Any]:
+        task = self.running.get(sha)
+        if task is None:
+            task = asyncio.create_task(anyio.to_thread.run_sync(self._check, sha))
+            self.running[sha] = task
+            task.add_done_callback(lambda _: self.running.pop(sha, None))
+        return await asyncio.shield(task)  # a caller going away leaves the hash to finish
+
+
 def data_router(
     store: ContentStore,
     *,
@@ -173,6 +219,7 @@ def data_router(
     if not token:
         raise ValueError("the data plane needs a token: see stageflow.transfer.auth")
     uploads = Uploads(store, max_bytes=max_upload_bytes)
+    verifier = _Verifier(store)
 
     def authorize(request: Request) -> None:
         verdict = check_bearer(request.headers.get("authorization"), token)
@@ -247,6 +294,12 @@ def data_router(
         except FileNotFoundError:
             raise ApiError(404, f"no object {sha} here: try another location") from None
         return Response(manifest.to_json(), media_type="application/json")
+
+    @guarded.post("/objects/{sha}/verify")
+    async def verify_object(sha: str) -> dict[str, Any]:
+        sha = _sha(sha)
+        _stat(sha)
+        return await verifier.verify(sha)
 
     def _uploads_allowed() -> None:
         if not accept_uploads:

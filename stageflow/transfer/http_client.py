@@ -6,6 +6,12 @@ requests into ``partial/<sha>``; ``upload`` pushes a local object's chunks to a 
 
 * Each chunk is checked against its sha256 as it lands and fetched again when wrong; a chunk
   still wrong after 3 tries means the source is corrupt (non-retryable IntegrityError).
+* At the first wrong chunk from a location, that location is asked (once per transfer) to
+  verify its stored copy. One that finds it corrupt quarantines it and is dropped at once: the
+  chunks already verified stay and the rest come from the other locations; with none left the
+  object is "no longer served anywhere" (a retryable TransferError naming it, on which
+  ``stageflow runs retry`` re-runs the stage that made it). An intact copy means the bytes
+  went wrong on the wire: refetch, as above.
 * A restarted transfer re-hashes what the partial file already holds and keeps every chunk
   that matches, so a killed transfer re-sends at most the chunks in flight, one per stream.
 * The whole object is hashed again before the atomic rename into ``objects/``.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any
@@ -58,8 +65,14 @@ __all__ = [
     "upload",
 ]
 
+log = logging.getLogger(__name__)
+
 MAX_TRIES_PER_CHUNK = 3
 _PIECE = 64 * 1024
+
+
+_MISMATCH = "its sha256 does not match the chunk manifest"
+_NOT_HERE = ": does not have it"
 
 
 def _sha256(data: bytes | bytearray | memoryview) -> str:
@@ -91,14 +104,24 @@ def _read_chunk(path: Path, offset: int, length: int) -> bytes:
 
 
 class _Sources:
-    """The locations still worth asking for one object, best first."""
+    """The locations still worth asking for one object, best first, and what each said when
+    asked to verify its copy (one question per location and transfer)."""
 
     def __init__(self, sha: str, bases: list[str]) -> None:
         self.sha = sha
         self.bases = list(bases)
         self.failures: list[str] = []
+        self.verdicts: dict[str, asyncio.Task[bool | None]] = {}
+        self.quarantined: list[str] = []
 
     def current(self) -> str:
+        if not self.bases and self.quarantined:
+            raise TransferError(
+                f"object {self.sha} is no longer served anywhere: the copy at "
+                f"{', '.join(self.quarantined)} was corrupt and is now quarantined there"
+                + "".join(f"; {failure}" for failure in self.failures)
+                + "; `stageflow runs retry RUN` re-runs the stage that made it"
+            )
         if not self.bases:
             raise TransferError(
                 f"no location could serve object {self.sha}: " + "; ".join(self.failures)
@@ -109,6 +132,17 @@ class _Sources:
         if self.bases and self.bases[0] == base:
             self.bases.pop(0)
             self.failures.append(f"{base}: {reason}")
+
+    def drop_quarantined(self, base: str) -> None:
+        if base not in self.quarantined:
+            self.quarantined.append(base)
+        if self.bases and self.bases[0] == base:
+            self.bases.pop(0)
+
+    def forget(self) -> None:
+        """Stop verifications still in flight (the transfer is over)."""
+        for verdict in self.verdicts.values():
+            verdict.cancel()
 
 
 class _Client(Session):
@@ -204,7 +238,7 @@ class _Client(Session):
                 )
                 problem = None
                 if await asyncio.to_thread(_sha256, data) != manifest.chunks[index]:
-                    problem = "its sha256 does not match the chunk manifest"
+                    problem = _MISMATCH
             except (NotHere, Unreachable) as exc:
                 sources.drop(base, exc)
                 continue
@@ -212,6 +246,10 @@ class _Client(Session):
                 problem = str(exc)
             if problem is None:
                 return data
+            if problem == _MISMATCH and await self._quarantined(sources, base):
+                sources.drop_quarantined(base)
+                wrong = 0
+                continue
             wrong += 1
             if wrong >= MAX_TRIES_PER_CHUNK:
                 raise IntegrityError(
@@ -221,6 +259,36 @@ class _Client(Session):
                     "another location"
                 )
             self.stats.chunks_refetched += 1
+
+    async def _quarantined(self, sources: _Sources, base: str) -> bool:
+        """Whether ``base``, asked to verify its copy, found it corrupt and quarantined it.
+
+        Asked once per location and transfer (streams share the answer); best effort: a
+        failed question is logged and counts as no (the chunk is fetched again as before).
+        """
+        verdict = sources.verdicts.get(base)
+        if verdict is None:
+            verdict = asyncio.create_task(self._ask_verify(base, sources.sha))
+            sources.verdicts[base] = verdict
+        return await asyncio.shield(verdict) is True
+
+    async def _ask_verify(self, base: str, sha: str) -> bool | None:
+        try:
+            response = await self.client.post(f"{base}/v1/objects/{sha}/verify")
+            await check_response(response, f"verifying {sha} at {base}")
+            answer = response.json()
+            quarantined = bool(answer["quarantined"])
+        except Exception as exc:  # best effort: the strikes still catch a bad copy
+            log.warning("could not ask %s to verify object %s: %s", base, sha, exc)
+            return None
+        self.stats.copies_quarantined += quarantined
+        log.warning(
+            "%s served a wrong chunk of %s; its stored copy is %s",
+            base,
+            sha,
+            "corrupt, now quarantined there" if quarantined else "intact (a wire error)",
+        )
+        return quarantined
 
     async def _lock_partial(self, store: ContentStore, sha: str, size: int) -> Partial | None:
         """Open ``partial/<sha>``, waiting while another transfer holds it; None if it landed."""
@@ -252,7 +320,7 @@ class _Client(Session):
                     functools.partial(self._get_manifest, base, sha),
                 )
             except NotHere:
-                failures.append(f"{base}: does not have it")
+                failures.append(f"{base}{_NOT_HERE}")
                 continue
             except Unreachable as exc:
                 failures.append(str(exc))
@@ -264,6 +332,11 @@ class _Client(Session):
             return store.path(sha)
         if store.has(sha):
             return store.path(sha)
+        if all(failure.endswith(_NOT_HERE) for failure in failures):
+            raise TransferError(
+                f"object {sha} is no longer served anywhere ({'; '.join(failures)}): "
+                "`stageflow runs retry RUN` re-runs the stage that made it"
+            )
         raise TransferError(f"could not fetch object {sha}: " + "; ".join(failures))
 
     async def _receive(
@@ -333,6 +406,7 @@ class _Client(Session):
             store.discard_partial(sha)
             raise
         finally:
+            sources.forget()
             partial.close()
 
     # -- upload -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Layout (docs/data-plane.md)::
     <root>/objects/<sha[:2]>/<sha>.chunks   JSON chunk manifest, written in the same pass
     <root>/partial/<sha>                    downloads/uploads in progress (+ <sha>.<x> sidecars)
     <root>/tmp/                             temp files for atomic writes
+    <root>/quarantine/<stamp>-<sha>[.chunks] objects found corrupt, kept for an operator
 
 Why it is built this way:
 
@@ -21,6 +22,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -29,6 +31,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -80,6 +83,8 @@ class StoreStatus:
     partials: int
     inputs: int
     outputs: int
+    quarantined: int
+    """Objects found corrupt and moved to ``quarantine/`` (``stageflow gc`` leaves them)."""
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -99,6 +104,7 @@ class ContentStore:
         self.objects_dir = self.root / "objects"
         self.partial_dir = self.root / "partial"
         self.tmp_dir = self.root / "tmp"
+        self.quarantine_dir = self.root / "quarantine"
         for directory in (self.objects_dir, self.partial_dir, self.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -375,6 +381,40 @@ class ContentStore:
             return False
         return True
 
+    def verify(self, sha: str) -> bool:
+        """Hash the whole stored object again (a block at a time): is it still ``sha``?
+
+        FileNotFoundError when it is not here. Slow for a big object: call it in a thread.
+        """
+        whole = hashlib.sha256()
+        try:
+            with open(self.path(sha), "rb") as f:
+                for block in iter(lambda: f.read(_BLOCK), b""):
+                    whole.update(block)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no object {sha} in the store at {self.root}") from None
+        return whole.hexdigest() == sha
+
+    def quarantine(self, sha: str) -> Path | None:
+        """Move a (corrupt) object and its chunk manifest out of ``objects/`` into
+        ``quarantine/<UTC stamp>-<sha>``, for an operator to inspect; the store no longer
+        ``has()`` it, so peers stop being served its bytes and a producer re-running puts a
+        good copy in its place. Returns the new path, or None when the object was not here.
+        """
+        source = self.path(sha)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.quarantine_dir / f"{stamp}-{sha}"
+        self.quarantine_dir.mkdir(exist_ok=True)
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._manifest_path(sha), target.with_name(f"{target.name}.chunks"))
+        fsync_dir(self.quarantine_dir)
+        fsync_dir(source.parent)
+        return target
+
     def status(self) -> StoreStatus:
         usage = shutil.disk_usage(self.root)
         objects = object_bytes = 0
@@ -393,6 +433,9 @@ class ContentStore:
             partials=partials,
             inputs=sum(1 for _ in _scan(self.root / "inputs", depth=2)),
             outputs=sum(1 for _ in _scan(self.root / "work", depth=2)),
+            quarantined=sum(
+                1 for e in _scan(self.quarantine_dir, depth=1) if not e.name.endswith(".chunks")
+            ),
         )
 
     # -- directories --------------------------------------------------------------------------

@@ -219,13 +219,13 @@ async def test_a_chunk_corrupted_on_the_servers_disk_is_caught(
         f.write(bytes(b ^ 0xFF for b in original))
     local = make_store("dest")
     stats = TransferStats()
-    with pytest.raises(IntegrityError, match=r"chunk 5 .* arrived wrong 3 times") as caught:
+    with pytest.raises(TransferError, match=r"no longer served anywhere") as caught:
         await download(digest, [server.url], local, token=TOKEN, stats=stats)
-    assert server.url in str(caught.value)
-    assert stats.chunks_refetched == 2
+    assert server.url in str(caught.value) and digest in str(caught.value)
+    assert stats.copies_quarantined == 1 and not server.store.has(digest)  # the server's verdict
     assert not local.has(digest)
     assert files_under(local.root / "objects") == []
-    no_leftovers(local)
+    assert files_under(local.root / "partial") == [digest]  # verified chunks kept for a retry
 
 
 async def test_a_locally_corrupt_object_is_not_uploaded(
