@@ -61,9 +61,9 @@ PULL_ENV = {"STAGEFLOW_TRANSFER_BANDWIDTH": str(4 * 1024 * 1024)}
 
 
 def repeats(default: int) -> int:
-    """How many times each fault is injected: ``STAGEFLOW_CHAOS_REPEATS`` (for the docs' figures),
+    """How many times each fault is injected: ``CHAOS_REPEATS`` (for the docs' figures),
     else ``default`` (CI)."""
-    value = os.environ.get("STAGEFLOW_CHAOS_REPEATS")
+    value = os.environ.get("CHAOS_REPEATS")
     return max(1, int(value)) if value else default
 
 
@@ -114,7 +114,7 @@ def report_lines() -> list[str]:
     head = list(rows[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(row[k]) for k in head) + " |" for row in rows]
-    path = os.environ.get("STAGEFLOW_CHAOS_REPORT")
+    path = os.environ.get("CHAOS_REPORT")
     if path:
         Path(path).write_text(json.dumps(rows, indent=2))
     return lines

@@ -44,7 +44,7 @@ def services(cluster: Cluster) -> Iterator[Services]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The chaos suite's table (faults, runs completed, rows lost/duplicated, recovery p50/p95);
-    ``STAGEFLOW_CHAOS_REPORT=FILE`` also writes it as JSON."""
+    ``CHAOS_REPORT=FILE`` also writes it as JSON."""
     import sys
 
     harness = sys.modules.get("chaos_harness")

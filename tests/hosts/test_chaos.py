@@ -3,9 +3,9 @@
 Every run must end with exactly its ``rows`` ids in the lake (none lost, none duplicated), or
 stop in a clear state that ``stageflow runs retry`` completes. Recovery times (fault → the
 faulted stage running again, see chaos_harness.py) are recorded and printed at the end of the
-session, never asserted. ``STAGEFLOW_CHAOS_REPEATS=10 pytest tests/hosts -k chaos -s`` gives the
+session, never asserted. ``CHAOS_REPEATS=10 pytest tests/hosts -k chaos -s`` gives the
 figures of docs/operations.md ("Faults and recovery"; the 30 s link cut is repeated
-``STAGEFLOW_CHAOS_LINK_REPEATS`` times, default 1); CI repeats each quick fault 3 times.
+``CHAOS_LINK_REPEATS`` times, default 1); CI repeats each quick fault 3 times.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from stageflow.testing.services import start_temporal
 
 pytestmark = pytest.mark.hosts
 
-LINK_CUT_S = float(os.environ.get("STAGEFLOW_CHAOS_LINK_CUT_S", "30"))
+LINK_CUT_S = float(os.environ.get("CHAOS_LINK_CUT_S", "30"))
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ async def test_link_cut(chaos: Chaos, client: Client) -> None:
     """Unplug the worker running `produce` for 30 s: the stage moves to the other worker; the
     cut-off worker's late result, once the link is back, duplicates nothing."""
     fault = result(f"worker's link cut for {LINK_CUT_S:g} s mid-stage")
-    for _ in range(int(os.environ.get("STAGEFLOW_CHAOS_LINK_REPEATS", "1"))):
+    for _ in range(int(os.environ.get("CHAOS_LINK_REPEATS", "1"))):
         run_id = _run_id("link")
         await submit(client, run_id)
         before = await wait_for(client, run_id, "produce", done=2, unit="parts")
