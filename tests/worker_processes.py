@@ -8,7 +8,9 @@ at the end is SIGKILLed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -25,6 +27,7 @@ class WorkerProcesses:
         self.temporal_address = temporal_address
         self.directory = directory
         self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.group_leaders: set[int] = set()
 
     def home(self, name: str) -> Path:
         return self.directory / f"home-{name}"
@@ -37,10 +40,14 @@ class WorkerProcesses:
         paths: Sequence[Path] = (),
         workflows: bool = False,
         args: Sequence[str] = (),
-        new_session: bool = False,
+        new_session: bool = False,  # its own process group: kill it with os.killpg
+        split_streams: bool = False,
         **env: str,
     ) -> subprocess.Popen[bytes]:
-        """Start ``stageflow worker --queue Q…`` named ``name``; ``env`` adds variables."""
+        """Start ``stageflow worker --queue Q…`` named ``name``; ``env`` adds variables.
+
+        Output goes to ``worker-NAME.log``, or with ``split_streams`` stdout to
+        ``worker-NAME.out`` and stderr to ``worker-NAME.err`` (for tests that read one)."""
         environment = {
             **os.environ,
             "TEMPORAL_ADDRESS": self.temporal_address,
@@ -55,21 +62,32 @@ class WorkerProcesses:
             argv.append("--no-workflows")
         for path in [*paths, TESTS]:
             argv += ["--path", str(path)]
-        log = self.directory / f"worker-{name}.log"
-        with open(log, "ab") as out:
+        base = self.directory / f"worker-{name}"
+        out_path = base.with_suffix(".out" if split_streams else ".log")
+        err_path = base.with_suffix(".err")
+        with open(out_path, "ab") as out, open(err_path, "ab") as err:
             process = subprocess.Popen(
                 [*argv, *args],
                 env=environment,
                 stdout=out,
-                stderr=subprocess.STDOUT,
+                stderr=err if split_streams else subprocess.STDOUT,
                 start_new_session=new_session,
             )
-        self.started.append((process, log))
+        self.started.append((process, out_path))
+        if new_session:
+            self.group_leaders.add(process.pid)
+        if split_streams:
+            self.started.append((process, err_path))
+        else:
+            err_path.unlink(missing_ok=True)
         return process
 
     def close(self) -> None:
-        for process, _ in self.started:
-            if process.poll() is None:
+        for process in dict.fromkeys(process for process, _ in self.started):
+            if process.pid in self.group_leaders:  # its rsync and ssh too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            elif process.poll() is None:
                 process.kill()
             process.wait()
         for log in dict.fromkeys(log for _, log in self.started):

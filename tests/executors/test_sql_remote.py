@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 import sql_steps
-from helpers import TOKEN, finish, pipeline, start, wait_until
+from helpers import finish, pipeline, start, wait_until
 from temporalio.client import Client
 from transfer.sshd import (
     SshServer,
@@ -28,6 +26,7 @@ from transfer.sshd import (
     sshd_no_rsync_session_server_fixture,  # noqa: F401
     sshd_session_server_fixture,  # noqa: F401
 )
+from worker_processes import WorkerProcesses
 
 from stageflow.worker.dataplane import DataPlane
 from stageflow.worker.runner import StageWorker
@@ -160,43 +159,16 @@ async def test_a_remote_sql_error_fails_with_the_clients_message(
 # --- a worker SIGKILLed mid-pull -----------------------------------------------------------------
 
 
-@pytest.fixture
-def worker_process(temporal_address: str, tmp_path: Path) -> Iterator[Any]:
-    """`stageflow worker` processes in their own process group, killed with it at the end."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def spawn(queue: str, home: Path, name: str, **env: str) -> subprocess.Popen[bytes]:
-        environment = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": temporal_address,
-            "STAGEFLOW_HOME": str(home),
-            "STAGEFLOW_TOKEN": TOKEN,
-            **env,
-        }
-        argv = [sys.executable, "-m", "stageflow", "worker", "--queue", queue]
-        argv += ["--no-workflows", "--identity", name, "--path", str(HERE)]
-        log = tmp_path / f"{name}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                argv, env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        started.append((process, log))
-        return process
-
-    yield spawn
-    for process, log in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-
-
 def _partials(home: Path) -> list[Path]:
     return [p for p in (home / "staging" / "work").rglob(".*.partial") if p.stat().st_size > 0]
 
 
 async def test_a_worker_killed_mid_pull_resumes_without_rerunning_the_query(
-    client: Client, queue: str, sshd: SshServer, tmp_path: Path, worker_process
+    client: Client,
+    queue: str,
+    sshd: SshServer,
+    tmp_path: Path,
+    worker_processes: WorkerProcesses,
 ) -> None:
     host = SourceHost(sshd, events(150_000))
     home = tmp_path / "worker-home"  # the restarted worker finds the same staging dir
@@ -206,7 +178,9 @@ async def test_a_worker_killed_mid_pull_resumes_without_rerunning_the_query(
         "STAGEFLOW_TRANSFER_BANDWIDTH": str(1 << 20),  # a pull of several seconds
     }
     stage = {"heartbeat_timeout": "2s", "retry": {"max_attempts": 3, "initial_interval": "200ms"}}
-    first = worker_process(queue, home, "first", **env)
+    first = worker_processes.spawn(
+        queue, name="first", home=home, paths=[HERE], new_session=True, **env
+    )
     async with StageWorker(client, task_queues=[]):  # the workflow runs here
         run_id = await start(client, _spec(queue, host.remote(), **stage))
         await wait_until(lambda: _partials(home), timeout=60, interval=0.05)
@@ -216,7 +190,9 @@ async def test_a_worker_killed_mid_pull_resumes_without_rerunning_the_query(
         kept = partial.stat().st_size
         assert host.executions() == 1
         del env["STAGEFLOW_TRANSFER_BANDWIDTH"]  # the rest may come at full speed
-        worker_process(queue, home, "second", **env)
+        worker_processes.spawn(
+            queue, name="second", home=home, paths=[HERE], new_session=True, **env
+        )
         state = await finish(client, run_id, timeout=120)
     assert state.status == "succeeded", {n: s.error for n, s in state.stages.items()}
     assert state.stages["export"].attempts == 2

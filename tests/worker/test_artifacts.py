@@ -4,64 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from helpers import finish, start
 from temporalio.client import Client
+from worker_processes import WorkerProcesses
 
 from stageflow.spec.model import Pipeline
 from stageflow.transfer.store import ContentStore
-from stageflow.worker.dataplane import serve_store
 from stageflow.worker.runner import StageWorker
 
-REPO = Path(__file__).resolve().parents[2]
-TOKEN = "test-token-" + "x" * 24
-
-
-@pytest.fixture
-def worker_process(temporal_address: str, tmp_path: Path) -> Iterator:
-    """`stageflow worker` processes, each with its own home and staging dir."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def spawn(queue: str, name: str, server_url: str | None = None) -> Path:
-        home = tmp_path / name
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": temporal_address,
-            "STAGEFLOW_HOME": str(home),
-            "STAGEFLOW_TOKEN": TOKEN,
-        }
-        if server_url:
-            env["STAGEFLOW_DATA_SERVER_URL"] = server_url
-        log = tmp_path / f"{name}.log"
-        argv = [sys.executable, "-m", "stageflow", "worker", "--queue", queue, "--no-workflows"]
-        argv += [
-            "--identity",
-            name,
-            "--path",
-            str(REPO / "examples"),
-            "--path",
-            str(REPO / "tests"),
-        ]
-        with open(log, "wb") as out:
-            process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        started.append((process, log))
-        return home
-
-    yield spawn
-    for process, log in started:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -73,16 +26,19 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 async def test_directory_artifact_moves_between_workers_with_no_shared_dir(
-    client: Client, tmp_path: Path, worker_process
+    client: Client, worker_processes: WorkerProcesses, data_server: tuple[str, ContentStore]
 ) -> None:
-    server_store = ContentStore(tmp_path / "server")
-    server, port = await serve_store(
-        server_store, token=TOKEN, host="127.0.0.1", port=0, accept_uploads=True
-    )
-    server_url = f"http://127.0.0.1:{port}"
+    server_url, server_store = data_server
     suffix = os.urandom(4).hex()
-    producer_home = worker_process(f"produce-{suffix}", "producer")
-    consumer_home = worker_process(f"consume-{suffix}", "consumer", server_url)
+    worker_processes.spawn(f"produce-{suffix}", name="producer", paths=[EXAMPLES])
+    worker_processes.spawn(
+        f"consume-{suffix}",
+        name="consumer",
+        paths=[EXAMPLES],
+        STAGEFLOW_DATA_SERVER_URL=server_url,
+    )
+    producer_home = worker_processes.home("producer")
+    consumer_home = worker_processes.home("consumer")
     spec = Pipeline.model_validate(
         {
             "name": "files",
@@ -102,11 +58,8 @@ async def test_directory_artifact_moves_between_workers_with_no_shared_dir(
             },
         }
     )
-    try:
-        async with StageWorker(client, task_queues=[]):
-            state = await finish(client, await start(client, spec), timeout=120)
-    finally:
-        await server.stop()
+    async with StageWorker(client, task_queues=[]):
+        state = await finish(client, await start(client, spec), timeout=120)
     assert state.status == "succeeded", {n: s.error for n, s in state.stages.items()}
     data_ref = state.stages["write"].outputs["data"]
     assert data_ref["kind"] == "dir" and data_ref["name"] == "data"

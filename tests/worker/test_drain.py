@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from control_plane import FakeControlPlane
 from helpers import TOKEN, finish, start, wait_until
 from steps import read_log
 from temporalio.client import Client
+from worker_processes import WorkerProcesses
 
 from stageflow.spec.model import Pipeline
 from stageflow.worker.runner import StageWorker
@@ -40,36 +39,20 @@ async def control() -> AsyncIterator[FakeControlPlane]:
 
 
 @pytest.fixture
-def spawn(temporal_address: str, tmp_path: Path, control: FakeControlPlane) -> Iterator[Spawn]:
-    """`stageflow worker` processes reporting to ``control``; output printed at teardown."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+def spawn(worker_processes: WorkerProcesses, control: FakeControlPlane) -> Spawn:
+    """`stageflow worker` processes reporting to ``control`` (heartbeats every 0.3 s)."""
 
     def spawn_worker(queue: str, identity: str, **env: str) -> subprocess.Popen[bytes]:
-        environment = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": temporal_address,
-            "STAGEFLOW_HOME": str(tmp_path / f"home-{identity}"),
-            "STAGEFLOW_TOKEN": TOKEN,
-            "STAGEFLOW_WORKER_HEARTBEAT_INTERVAL": "0.3",
-            **env,
-        }
-        argv = [sys.executable, "-m", "stageflow", "worker", "--queue", queue, "--no-workflows"]
-        argv += ["--identity", identity, "--path", str(HERE), "--path", str(TESTS)]
-        argv += ["--server", control.url, "--cost-per-hour", "1.25"]
-        log = tmp_path / f"worker-{identity}"
-        with open(f"{log}.out", "wb") as out, open(f"{log}.err", "wb") as err:
-            process = subprocess.Popen(argv, env=environment, stdout=out, stderr=err)
-        started.append((process, log))
-        return process
+        return worker_processes.spawn(
+            queue,
+            name=identity,
+            paths=[HERE],
+            args=["--server", control.url, "--cost-per-hour", "1.25"],
+            split_streams=True,
+            **{"STAGEFLOW_WORKER_HEARTBEAT_INTERVAL": "0.3", **env},
+        )
 
-    yield spawn_worker
-    for process, log in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        for suffix in (".out", ".err"):
-            text = Path(f"{log}{suffix}").read_text(errors="replace")
-            print(f"--- {log.name}{suffix}\n{text[-3000:]}")
+    return spawn_worker
 
 
 async def exit_code(process: subprocess.Popen[bytes], timeout: float = 90) -> int:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from helpers import finish, start, wait_until
 from steps import read_log
 from temporalio.client import Client
+from worker_processes import WorkerProcesses
 
 from stageflow.engine import runs
 from stageflow.spec.model import Pipeline
@@ -22,37 +18,8 @@ from stageflow.worker.runner import StageWorker
 TESTS = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def spawn_worker(temporal_address: str, tmp_path: Path) -> Iterator:
-    """Start `stageflow worker` processes against the test server; kill leftovers at the end.
-
-    Their output goes to files that are printed at teardown, so a failure shows why.
-    """
-    started: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
-
-    def spawn(queue: str, identity: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "TEMPORAL_ADDRESS": temporal_address}
-        argv = [sys.executable, "-m", "stageflow", "worker", "--queue", queue, "--no-workflows"]
-        argv += ["--identity", identity, "--path", str(TESTS)]
-        log = tmp_path / f"worker-{identity}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        started.append(process)
-        logs.append(log)
-        return process
-
-    yield spawn
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-    for log in logs:
-        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
-
-
 async def test_sigkilled_worker_stage_resumes_from_checkpoint_on_another(
-    client: Client, queue: str, log_dir: Path, spawn_worker
+    client: Client, queue: str, log_dir: Path, worker_processes: WorkerProcesses
 ) -> None:
     steps = 30
     spec = Pipeline.model_validate(
@@ -74,7 +41,7 @@ async def test_sigkilled_worker_stage_resumes_from_checkpoint_on_another(
             },
         }
     )
-    first = spawn_worker(queue, "first")
+    first = worker_processes.spawn(queue, name="first")
     async with StageWorker(client, task_queues=[]):  # the workflow itself runs here
         run_id = await start(client, spec)
         await wait_until(lambda: len(read_log(log_dir, "counted")) >= 8, timeout=60)
@@ -82,7 +49,7 @@ async def test_sigkilled_worker_stage_resumes_from_checkpoint_on_another(
         first.send_signal(signal.SIGKILL)
         first.wait()
         done_before_kill = len(read_log(log_dir, "counted"))
-        second = spawn_worker(queue, "second")
+        second = worker_processes.spawn(queue, name="second")
         state = await finish(client, run_id, timeout=90)
         live = await runs.live_activities(client, run_id)
     assert state.status == "succeeded", state.stages["long"].error
