@@ -113,6 +113,8 @@ class _Sources:
         self.failures: list[str] = []
         self.verdicts: dict[str, asyncio.Task[bool | None]] = {}
         self.quarantined: list[str] = []
+        self.unreachable = False
+        """A dropped location could not be reached (rather than lacking the object)."""
 
     def current(self) -> str:
         if not self.bases and self.quarantined:
@@ -121,6 +123,13 @@ class _Sources:
                 f"{', '.join(self.quarantined)} was corrupt and is now quarantined there"
                 + "".join(f"; {failure}" for failure in self.failures)
                 + "; `stageflow runs retry RUN` re-runs the stage that made it"
+            )
+        if not self.bases and self.failures and not self.unreachable:
+            # Every location answered that it lacks the object (e.g. another stream's verify
+            # request had it quarantined a moment ago).
+            raise TransferError(
+                f"object {self.sha} is no longer served anywhere ({'; '.join(self.failures)}): "
+                "`stageflow runs retry RUN` re-runs the stage that made it"
             )
         if not self.bases:
             raise TransferError(
@@ -132,6 +141,7 @@ class _Sources:
         if self.bases and self.bases[0] == base:
             self.bases.pop(0)
             self.failures.append(f"{base}: {reason}")
+            self.unreachable = self.unreachable or not isinstance(reason, NotHere)
 
     def drop_quarantined(self, base: str) -> None:
         if base not in self.quarantined:

@@ -222,7 +222,10 @@ async def test_a_chunk_corrupted_on_the_servers_disk_is_caught(
     with pytest.raises(TransferError, match=r"no longer served anywhere") as caught:
         await download(digest, [server.url], local, token=TOKEN, stats=stats)
     assert server.url in str(caught.value) and digest in str(caught.value)
-    assert stats.copies_quarantined == 1 and not server.store.has(digest)  # the server's verdict
+    # The server's verdict: its copy is quarantined. (This client may not have seen the answer:
+    # another stream can get the 404 that follows the quarantine first, ending the transfer.)
+    assert not server.store.has(digest)
+    assert [p.name for p in (server.store.root / "quarantine").iterdir() if p.name.endswith(digest)]
     assert not local.has(digest)
     assert files_under(local.root / "objects") == []
     assert files_under(local.root / "partial") == [digest]  # verified chunks kept for a retry
