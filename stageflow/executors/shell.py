@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 from collections import deque
@@ -34,6 +35,8 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 """Longer output lines are logged (and kept for the failure message) in pieces of this size."""
 _READ_BYTES = 64 * 1024
 _POLL_S = 0.05
+_REAP_TIMEOUT_S = 10.0
+log = logging.getLogger("stageflow.executors.shell")
 
 
 class ShellParams(ExecutorParams):
@@ -144,7 +147,12 @@ async def _stop(process: asyncio.subprocess.Process, grace_s: float | None = Non
     finally:
         if _group_alive(group):
             _signal_group(group, signal.SIGKILL)
-    await process.wait()
+    # The group is gone; reaping the leader must not hold up the stage's cancellation forever
+    # should the exit notification be lost (seen once in CI under load).
+    try:
+        await asyncio.wait_for(process.wait(), _REAP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("command %d was killed but its exit was not reported", process.pid)
 
 
 def _signal_group(group: int, sig: signal.Signals) -> None:
