@@ -327,6 +327,13 @@ def _pid_writing(command: str, pidfile: Path) -> str:
     return f"{command} & echo $! > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; wait"
 
 
+def _term_proof(pidfile: Path, redirect: str = "") -> str:
+    """A child that ignores SIGTERM, writing its pid only once the trap is set (a SIGTERM that
+    came before the trap would kill it at once and end the test's race early)."""
+    inner = f"trap '' TERM; echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; exec sleep 30"
+    return f"sh -c {_quote(inner)} {redirect} & wait"
+
+
 async def _start_and_cancel(
     with_: dict[str, Any], ctx: StageContext, pidfile: Path, spawned: list[int]
 ) -> tuple[int, float]:
@@ -386,7 +393,7 @@ async def test_cancel_escalates_to_sigkill_after_the_grace_period(
 ) -> None:
     pidfile = tmp_path / "child.pid"
     # The child ignores SIGTERM (and keeps the output pipes open).
-    command = _pid_writing("(trap '' TERM; sleep 30)", pidfile)
+    command = _term_proof(pidfile)
     child, elapsed = await _start_and_cancel({"command": command}, ctx, pidfile, spawned)
     assert await _wait_until_gone(child), "a SIGTERM-proof child survived cancellation"
     assert elapsed >= short_grace * 0.8  # it was given the grace period before SIGKILL
@@ -396,7 +403,7 @@ async def test_cancel_kills_group_members_that_outlive_the_leader(
     ctx: StageContext, tmp_path: Path, spawned: list[int], short_grace: float
 ) -> None:
     pidfile = tmp_path / "child.pid"
-    command = _pid_writing("(trap '' TERM; sleep 30) >/dev/null 2>&1", pidfile)
+    command = _term_proof(pidfile, ">/dev/null 2>&1")
     child, _ = await _start_and_cancel({"command": command}, ctx, pidfile, spawned)
     assert await _wait_until_gone(child, timeout=30)
 
@@ -406,7 +413,7 @@ async def test_the_grace_period_is_the_module_setting(
 ) -> None:
     monkeypatch.setattr(shell_module, "STOP_GRACE_S", 0.3)
     pidfile = tmp_path / "child.pid"
-    command = _pid_writing("(trap '' TERM; sleep 30) >/dev/null 2>&1", pidfile)
+    command = _term_proof(pidfile, ">/dev/null 2>&1")
     child, elapsed = await _start_and_cancel({"command": command}, ctx, pidfile, spawned)
     assert elapsed >= 0.3 * 0.8  # it waited out the grace period before SIGKILL
     assert await _wait_until_gone(child, timeout=30)
