@@ -26,8 +26,7 @@ from pydantic import Field, field_validator
 
 from stageflow.errors import AuthError, ConfigError, StageError
 from stageflow.executors.base import Executor, ExecutorParams
-from stageflow.executors.http_retry import json_bytes, post_json, read_secret
-from stageflow.executors.notify import SIGNATURE_HEADER, sign
+from stageflow.executors.http_retry import json_bytes, post_json
 from stageflow.spec.model import Seconds
 from stageflow.transfer.callbacks import MAX_CALLBACK_TIMEOUT
 from stageflow.worker.context import StageContext
@@ -147,8 +146,6 @@ async def _dispatch(
         **params.headers,
         "Idempotency-Key": hashlib.sha256(state["callback"].encode()).hexdigest()[:32],
     }
-    if params.secret_env:
-        headers[SIGNATURE_HEADER] = sign(read_secret(params.secret_env, "external"), body)
     response, _ = await post_json(
         params.url,
         body,
@@ -157,6 +154,7 @@ async def _dispatch(
         retries=params.retries,
         initial=params.backoff,
         what="job dispatch",
+        secret_env=params.secret_env,
     )
     state = {**state, "dispatched": True, "dispatch_status": response.status_code}
     ctx.checkpoint(state)

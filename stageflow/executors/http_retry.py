@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -102,6 +104,7 @@ async def post_json(
     initial: float = 1.0,
     maximum: float = 30.0,
     what: str = "request",
+    secret_env: str | None = None,
 ) -> tuple[httpx.Response, int]:
     """POST ``body`` (JSON bytes) with the retry policy above; returns (response, attempts).
 
@@ -110,6 +113,8 @@ async def post_json(
     retryable ``HttpCallError`` (so the stage's own retry policy decides what happens next).
     """
     sent_headers = {"Content-Type": "application/json", **headers}
+    if secret_env:  # signed once: every retry sends the same bytes and signature
+        sent_headers[SIGNATURE_HEADER] = sign(read_secret(secret_env, what), body)
     async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
         for attempt in range(1, retries + 2):
             failure: str
@@ -145,6 +150,14 @@ def _snippet(response: httpx.Response, limit: int = 300) -> str:
     if not text:
         return "(empty body)"
     return text[:limit] + ("…" if len(text) > limit else "")
+
+
+SIGNATURE_HEADER = "X-Stageflow-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Stageflow-Signature`` value for ``body``: ``sha256=<hex HMAC>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def json_bytes(value: Any) -> bytes:

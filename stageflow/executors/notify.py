@@ -10,21 +10,17 @@ built once, so every retry sends (and signs) the same bytes.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from stageflow.executors.base import Executor, ExecutorParams
-from stageflow.executors.http_retry import json_bytes, post_json, read_secret
+from stageflow.executors.http_retry import json_bytes, post_json
 from stageflow.spec.model import Seconds
 from stageflow.worker.context import StageContext
 
-__all__ = ["SIGNATURE_HEADER", "NotifyExecutor", "sign"]
-
-SIGNATURE_HEADER = "X-Stageflow-Signature"
+__all__ = ["NotifyExecutor"]
 
 
 class NotifyParams(ExecutorParams):
@@ -48,11 +44,6 @@ class NotifyParams(ExecutorParams):
         return value
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The ``X-Stageflow-Signature`` value for ``body``: ``sha256=<hex HMAC>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 class NotifyExecutor(Executor):
     name = "notify"
     Params = NotifyParams
@@ -70,13 +61,11 @@ class NotifyExecutor(Executor):
                 },
             }
         )
-        headers = dict(params.headers)
-        if params.secret_env:
-            headers[SIGNATURE_HEADER] = sign(read_secret(params.secret_env, "notify"), body)
         response, attempts = await post_json(
             params.url,
             body,
-            headers=headers,
+            headers=params.headers,
+            secret_env=params.secret_env,
             timeout=params.timeout,
             retries=params.retries,
             initial=params.backoff,
